@@ -1,0 +1,19 @@
+# The README's two commands. Each sets up whatever this machine lacks (scripts/setup.sh is
+# idempotent: seconds on a set-up machine) and then does its job.
+PYTHON := .venv/bin/python
+HOROVODRUN := .venv/bin/horovodrun
+
+.PHONY: setup demo test lint
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(HOROVODRUN) -np 2 -H localhost:2 --gloo $(PYTHON) examples/pytorch_digits.py --compression none distq --out runs/digits
+
+test: setup
+	$(PYTHON) -m ruff check horovod_distq tests examples
+	$(PYTHON) -m pytest tests
+
+lint: setup
+	$(PYTHON) -m ruff check horovod_distq tests examples

@@ -1,0 +1,24 @@
+#include "family.h"
+
+#include <stdexcept>
+
+namespace distq {
+
+const std::vector<std::string>& family_names() {
+  static const std::vector<std::string> names = {"normal", "laplace", "cauchy", "student_t", "exponential"};
+  return names;
+}
+
+Family parse_family(const std::string& name) {
+  const auto& names = family_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == name) return static_cast<Family>(i);
+  }
+  std::string known;
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+  throw std::invalid_argument("distq: unknown distribution '" + name + "'; expected one of: " + known);
+}
+
+bool is_magnitude_family(Family family) { return family == Family::kExponential; }
+
+}  // namespace distq

@@ -1,0 +1,27 @@
+// The predetermined distributions (claims 4-7) and how each turns fitted constants and a ratio
+// into a threshold (claim 8). Names here are the ones users pass as `distribution=`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace distq {
+
+enum class Family { kNormal, kLaplace, kCauchy, kStudentT, kExponential };
+
+// Parses a family name; throws std::invalid_argument listing the known names otherwise.
+Family parse_family(const std::string& name);
+const std::vector<std::string>& family_names();
+
+// Signed families fit a centre and select |x - centre| >= threshold; magnitude families fit |x|
+// and select |x| >= threshold (their centre is 0).
+bool is_magnitude_family(Family family);
+
+struct FamilyParams {
+  double ratio = 0.01;      // target kept fraction, in (0, 1]
+  double dof = 0.0;         // Student-t degrees of freedom; 0 = estimate from the kurtosis
+  int64_t sample_size = 4096;  // strided sample for medians and quantiles
+};
+
+}  // namespace distq

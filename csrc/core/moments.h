@@ -1,0 +1,36 @@
+// One fused pass over a tensor for the sums every family's constants come from.
+#pragma once
+
+#include <cstdint>
+
+#include "dtype.h"
+
+namespace distq {
+
+// Which sums a pass accumulates; a family asks only for what its constants need.
+enum class MomentSet {
+  kSecond,  // count, sum d, sum d^2
+  kFourth,  // ... plus sum d^3, sum d^4 (kurtosis)
+  kAbsolute,  // count, sum |d|
+};
+
+// Sums of d = x - shift over the finite elements of x (NaN and Inf are left out and counted
+// apart). Shifting by a value near the centre keeps the variance free of cancellation.
+struct Moments {
+  double count = 0;
+  double nonfinite = 0;
+  double sum = 0;
+  double sum2 = 0;
+  double sum3 = 0;
+  double sum4 = 0;
+  double sum_abs = 0;
+
+  double mean() const { return sum / count; }
+  double central2() const;
+  double central4() const;
+  Moments& operator+=(const Moments& other);
+};
+
+Moments compute_moments(const void* x, int64_t n, DType dtype, double shift, MomentSet set);
+
+}  // namespace distq

@@ -1,0 +1,14 @@
+"""horovod-distq: gradient sparsification by fitted-distribution thresholds for Horovod.
+
+This package is the framework-neutral layer: configuration, the family registry and the stats
+records. It imports neither torch nor TensorFlow; the frontends live in ``horovod_distq.torch``
+(and, later, ``horovod_distq.tensorflow``).
+"""
+
+from horovod_distq.config import DistQConfig
+from horovod_distq.families import FAMILIES, FamilySpec, family_arguments
+from horovod_distq.stats import TensorStats
+
+__version__ = "0.1.0"
+
+__all__ = ["FAMILIES", "DistQConfig", "FamilySpec", "TensorStats", "__version__", "family_arguments"]

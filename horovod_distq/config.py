@@ -1,0 +1,56 @@
+"""Validated configuration shared by the PyTorch and TensorFlow compressors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from horovod_distq.families import family_arguments
+
+
+@dataclass(frozen=True)
+class DistQConfig:
+    """What a DistQ compressor does to each gradient.
+
+    Args:
+        ratio: target fraction of entries sent per compressed tensor, in (0, 1].
+        distribution: family the threshold is fitted from (see ``horovod_distq.FAMILIES``).
+        error_feedback: keep what was not sent and add it to the next gradient (claim 9).
+        min_numel: tensors with fewer entries go dense through Horovod's allreduce.
+        sample_size: size of the strided sample medians and quartiles are estimated from.
+        family_params: the family's keyword parameters (``dof`` for ``student_t``).
+
+    Example:
+        >>> DistQConfig(ratio=0.01, distribution="student_t", family_params={"dof": 5}).core_arguments
+        {'dof': 5.0}
+    """
+
+    ratio: float
+    distribution: str = "normal"
+    error_feedback: bool = True
+    min_numel: int = 1024
+    sample_size: int = 4096
+    family_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.ratio) or not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be a number in (0, 1], got {self.ratio!r}")
+        if not _is_int(self.min_numel) or self.min_numel < 0:
+            raise ValueError(f"min_numel must be a non-negative integer, got {self.min_numel!r}")
+        if not _is_int(self.sample_size) or self.sample_size < 1:
+            raise ValueError(f"sample_size must be a positive integer, got {self.sample_size!r}")
+        family_arguments(self.distribution, **self.family_params)
+
+    @property
+    def core_arguments(self) -> dict[str, float]:
+        """The family's arguments in the form the compiled kernels take."""
+        return family_arguments(self.distribution, **self.family_params)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,87 @@
+"""The predetermined distributions a threshold is fitted from, and their parameters.
+
+The compiled core implements the fits; this registry is what both frontends validate against
+and what the docs list. Each entry says which constants are fitted (claim 7) and how the ratio
+becomes a threshold (claim 8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """One family: how it is fitted and which keyword parameters it takes.
+
+    Attributes:
+        name: the ``distribution=`` value.
+        on_magnitudes: True when the family models ``|x|`` (selection ``|x| >= t``), False when it
+            is symmetric about a fitted centre ``c`` (selection ``|x - c| >= t``).
+        constants: the fitted constants, in words.
+        threshold: the threshold formula, delta being the ratio.
+        parameters: keyword parameters the family accepts.
+    """
+
+    name: str
+    on_magnitudes: bool
+    constants: str
+    threshold: str
+    parameters: tuple[str, ...] = ()
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    spec.name: spec
+    for spec in (
+        FamilySpec("normal", False, "c = mean, sigma = std", "sigma * Phi^-1(1 - delta/2)"),
+        FamilySpec(
+            "laplace", False, "c = median (sample), b = mean |x - c|", "b * ln(1/delta)"
+        ),
+        FamilySpec(
+            "cauchy", False, "c = median (sample), gamma = half the interquartile range (sample)",
+            "gamma * tan(pi/2 * (1 - delta))",
+        ),
+        FamilySpec(
+            "student_t", False,
+            "c = mean, nu = dof or 4 + 6/excess kurtosis, s = std * sqrt((nu - 2)/nu)",
+            "s * t_nu^-1(1 - delta/2)", ("dof",),
+        ),
+        FamilySpec("exponential", True, "mu = mean |x|", "mu * ln(1/delta)"),
+    )
+}
+
+
+def family_arguments(distribution: str, **params: Any) -> dict[str, float]:
+    """Validates a family name and its parameters and returns the core's arguments.
+
+    Args:
+        distribution: a key of :data:`FAMILIES`.
+        **params: the family's keyword parameters; ``student_t`` takes ``dof`` (a number > 2, or
+            None to estimate it from the kurtosis of each tensor).
+
+    Returns:
+        ``{"dof": float}``, the arguments the compiled kernel takes (0 means "estimate").
+
+    Raises:
+        ValueError: unknown family or invalid parameter value.
+        TypeError: a parameter the family does not take.
+
+    Example:
+        >>> family_arguments("student_t", dof=5)
+        {'dof': 5.0}
+    """
+    spec = FAMILIES.get(distribution)
+    if spec is None:
+        raise ValueError(f"unknown distribution {distribution!r}; expected one of: {', '.join(FAMILIES)}")
+    unexpected = sorted(set(params) - set(spec.parameters))
+    if unexpected:
+        accepted = ", ".join(spec.parameters) or "no parameters"
+        raise TypeError(f"distribution {distribution!r} takes {accepted}; got {', '.join(unexpected)}")
+    dof = params.get("dof")
+    if dof is None:
+        return {"dof": 0.0}
+    if isinstance(dof, bool) or not isinstance(dof, (int, float)) or not math.isfinite(dof) or dof <= 2:
+        raise ValueError(f"student_t dof must be a finite number > 2 (finite variance) or None, got {dof!r}")
+    return {"dof": float(dof)}

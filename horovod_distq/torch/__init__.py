@@ -1,0 +1,15 @@
+"""PyTorch frontend of horovod-distq.
+
+Example:
+    >>> import horovod.torch as hvd
+    >>> import horovod_distq.torch as distq
+    >>> hvd.init()
+    >>> opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
+    ...                                compression=distq.DistQ(ratio=0.001, distribution="normal"))
+"""
+
+from horovod_distq.torch.compressor import DistQ
+from horovod_distq.torch.error_feedback import ErrorFeedback
+from horovod_distq.torch.ops import SparseSelection, sparsify
+
+__all__ = ["DistQ", "ErrorFeedback", "SparseSelection", "sparsify"]

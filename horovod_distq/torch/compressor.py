@@ -1,0 +1,174 @@
+"""DistQ: the compressor ``hvd.DistributedOptimizer(compression=...)`` accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import horovod.torch as hvd
+import torch
+
+from horovod_distq.config import DistQConfig
+from horovod_distq.stats import TensorStats
+from horovod_distq.torch._caller import horovod_parameter_name
+from horovod_distq.torch.error_feedback import ErrorFeedback, accumulation_dtype
+from horovod_distq.torch.exchange import PairExchange, PairLayout, pack_pairs
+from horovod_distq.torch.ops import sparsify
+
+# What compress() returns in place of a sparse gradient: Horovod allreduces it with the
+# optimizer's op and scale factors, which tells decompress() how to scale the gathered sum.
+_PLACEHOLDER_BYTES = 4
+
+
+@dataclass(frozen=True)
+class _SparseContext:
+    """What decompress() needs to rebuild one sparse gradient."""
+
+    name: str | None
+    handle: int
+    layout: PairLayout
+    shape: torch.Size
+    dtype: torch.dtype
+    rows_sent: int
+
+
+class DistQ:
+    """Sends each large gradient as the (index, value) pairs beyond a fitted threshold.
+
+    A Horovod compressor: pass it as ``compression=`` to an unmodified
+    ``hvd.DistributedOptimizer``. For each gradient with at least ``min_numel`` entries it adds
+    the error-feedback residual, fits ``distribution``, selects about ``ratio`` of the entries,
+    and sends them with Horovod's allgather; every rank then sums all pairs and applies the
+    optimizer's reduction (op=Average or Sum, ``gradient_predivide_factor``). Smaller gradients
+    and non-floating ones are left to Horovod's dense allreduce.
+
+    Args:
+        ratio: target fraction of entries sent per compressed gradient, in (0, 1].
+        distribution: family of ``horovod_distq.FAMILIES`` the threshold comes from.
+        error_feedback: add what was not sent to the next step's gradient (claim 9).
+        min_numel: gradients with fewer entries go dense.
+        sample_size: strided sample size for medians and quartiles.
+        process_set: the process set the optimizer uses (Horovod does not tell compressors).
+        **family_params: the family's parameters (``dof`` for ``student_t``).
+
+    Example:
+        >>> compression = DistQ(ratio=0.01, distribution="normal")
+        >>> opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
+        ...                                compression=compression)
+        >>> ...  # train; then
+        >>> compression.stats["fc.weight"].achieved_ratio
+        >>> torch.save({"model": model.state_dict(), "distq": compression.state_dict()}, path)
+    """
+
+    def __init__(
+        self,
+        ratio: float,
+        distribution: str = "normal",
+        error_feedback: bool = True,
+        min_numel: int = 1024,
+        sample_size: int = 4096,
+        process_set: hvd.ProcessSet = hvd.global_process_set,
+        **family_params: Any,
+    ) -> None:
+        self.config = DistQConfig(
+            ratio=ratio,
+            distribution=distribution,
+            error_feedback=error_feedback,
+            min_numel=min_numel,
+            sample_size=sample_size,
+            family_params=family_params,
+        )
+        self.memory = ErrorFeedback()
+        self.exchange = PairExchange(process_set)
+        self._stats: dict[str, TensorStats] = {}
+        self._bytes_received: dict[str, int] = {}
+
+    @property
+    def stats(self) -> dict[str, TensorStats]:
+        """Per parameter name, what its gradient did in its last compression on this rank."""
+        return dict(self._stats)
+
+    @property
+    def bytes_received(self) -> dict[str, int]:
+        """Per parameter name, bytes of pairs received from the other ranks in its last exchange."""
+        return dict(self._bytes_received)
+
+    def compresses(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor`` takes the sparse path (else it goes dense)."""
+        return tensor.is_floating_point() and tensor.numel() >= max(self.config.min_numel, 1)
+
+    def compress(self, tensor: torch.Tensor, name: str | None = None) -> tuple[torch.Tensor, _SparseContext | None]:
+        """Selects and starts sending a gradient's pairs; returns the placeholder to allreduce.
+
+        Args:
+            tensor: the gradient.
+            name: its parameter name; found from Horovod's optimizer when omitted.
+
+        Returns:
+            ``(tensor_to_allreduce, ctx)`` as Horovod's Compressor interface expects.
+        """
+        if tensor.requires_grad:
+            raise ValueError("DistQ compresses gradients; op=hvd.Adasum hands it parameters and is not supported")
+        name = name if name is not None else horovod_parameter_name(tensor)
+        if not self.compresses(tensor):
+            if name is not None:
+                nbytes = tensor.numel() * tensor.element_size()
+                self._stats[name] = TensorStats(tensor.numel(), tensor.numel(), None, nbytes, nbytes)
+            return tensor, None
+        if self.config.error_feedback and name is None:
+            raise ValueError(
+                "DistQ(error_feedback=True) needs the parameter name: use it as "
+                "hvd.DistributedOptimizer(..., compression=DistQ(...)) or call compress(tensor, name=...)"
+            )
+        selected_from = self.memory.accumulate(name, tensor) if self.config.error_feedback else tensor
+        selection = sparsify(
+            selected_from,
+            self.config.ratio,
+            self.config.distribution,
+            sample_size=self.config.sample_size,
+            **self.config.family_params,
+        )
+        values = selection.values.to(tensor.dtype)
+        if self.config.error_feedback:
+            self.memory.keep_unsent(name, selected_from, selection.indices, values)
+        rows = pack_pairs(selection.indices, values)
+        handle = self.exchange.start(rows, name)
+        layout = PairLayout(selection.indices.dtype, values.dtype)
+        if name is not None:
+            self._stats[name] = TensorStats(
+                numel=tensor.numel(),
+                selected=selection.indices.numel(),
+                threshold=float(selection.threshold),
+                bytes_sent=rows.numel() + _PLACEHOLDER_BYTES,
+                dense_bytes=tensor.numel() * tensor.element_size(),
+            )
+        placeholder = torch.ones(1, dtype=torch.float32, device=tensor.device)
+        return placeholder, _SparseContext(name, handle, layout, tensor.shape, tensor.dtype, rows.shape[0])
+
+    def decompress(self, tensor: torch.Tensor, ctx: _SparseContext | None) -> torch.Tensor:
+        """Finishes the exchange started by :meth:`compress` and returns the reduced gradient.
+
+        Args:
+            tensor: Horovod's allreduce result of what :meth:`compress` returned.
+            ctx: the context :meth:`compress` returned.
+
+        Returns:
+            The reduced gradient, in the gradient's dtype, shape and device.
+        """
+        if ctx is None:
+            return tensor
+        numel = ctx.shape.numel()
+        dense, received = self.exchange.finish(
+            ctx.handle, ctx.layout, numel, tensor, accumulation_dtype(ctx.dtype)
+        )
+        if ctx.name is not None:
+            self._bytes_received[ctx.name] = (received // ctx.layout.row_bytes - ctx.rows_sent) * ctx.layout.row_bytes
+        return dense.view(ctx.shape).to(ctx.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Error-feedback residuals, to save beside the model and optimizer."""
+        return {"error_feedback": self.memory.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`state_dict` saved."""
+        self.memory.load_state_dict(state["error_feedback"])

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up of a fresh Debian machine (as root) for horovod-distq:
+#   Debian's Open MPI, a virtual environment in the checkout (.venv) with torch and the test tools,
+#   Horovod 0.28.1 built from PyPI's sdist (design.md section 5) and cached as a wheel,
+#   and this package with its C++ extension, built against the torch already installed.
+# A second run on a set-up machine only checks and returns in seconds.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${DISTQ_VENV:-$ROOT/.venv}
+PY=$VENV/bin/python
+TORCH_VERSION=${DISTQ_TORCH_VERSION:-2.13.0}
+HOROVOD_VERSION=0.28.1
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/horovod-distq
+WHEELS=$CACHE/wheels
+
+log() { printf '[setup] %s\n' "$*"; }
+
+install_debian_packages() {
+  local missing=()
+  command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
+  [ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -n "$(find /usr/include /usr/lib -name mpi.h -path '*openmpi*' 2>/dev/null | head -n1)" ] \
+    || missing+=(libopenmpi-dev)
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v g++ >/dev/null 2>&1 || missing+=(g++)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+create_venv() {
+  if [ ! -x "$PY" ]; then
+    log "creating virtual environment $VENV"
+    python3 -m venv "$VENV"
+    "$PY" -m pip install -q --upgrade pip setuptools wheel
+  fi
+}
+
+install_python_packages() {
+  # torch is pinned here, for the demo and the tests, not by the package itself.
+  if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+    log "installing torch $TORCH_VERSION"
+    "$PY" -m pip install -q "torch==$TORCH_VERSION"
+  fi
+  "$PY" -m pip install -q -r "$ROOT/requirements-dev.txt"
+}
+
+build_horovod_wheel() {
+  local key
+  key=$("$PY" -c "import torch; print('torch' + torch.__version__.replace('+', '_'))")
+  local wheel_dir=$WHEELS/horovod-$HOROVOD_VERSION-$key
+  if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
+    log "building Horovod $HOROVOD_VERSION against $key (several minutes, once per machine)"
+    local work
+    work=$(mktemp -d)
+    "$PY" -m pip download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$work"
+    tar xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work"
+    local src=$work/horovod-$HOROVOD_VERSION
+    # torch 2.x headers need C++17; upstream made this change after the 0.28.1 release.
+    sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' \
+      "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"
+    # TF 2.20+ headers lack highwayhash, which the XLA MPI ops include; CPU builds do not need them.
+    sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"
+    mkdir -p "$wheel_dir"
+    (
+      cd "$src"
+      export CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS="-j$(nproc)" \
+        HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
+        HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1
+      "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$wheel_dir"
+    )
+    rm -rf "$work"
+  fi
+  if ! "$PY" -c "import horovod.torch" 2>/dev/null; then
+    log "installing the cached Horovod wheel"
+    "$PY" -m pip install -q --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
+  fi
+}
+
+install_distq() {
+  # --no-build-isolation: build against the torch in this environment, never download another.
+  log "building horovod_distq"
+  "$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT"
+}
+
+install_debian_packages
+create_venv
+install_python_packages
+build_horovod_wheel
+install_distq
+log "ready: $VENV"

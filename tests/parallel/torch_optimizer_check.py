@@ -1,0 +1,179 @@
+"""Checks DistQ inside an unmodified hvd.DistributedOptimizer; run under ``horovodrun -np 2``.
+
+Every check compares what the optimizer produced with an independent dense computation: each
+rank's raw gradients are computed with plain autograd, exchanged with a dense allgather, and the
+expected result is built from them with the NumPy reference selection rule.
+Exits non-zero (an AssertionError) on the first mismatch.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import horovod.torch as hvd
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from horovod_distq.torch import DistQ, sparsify  # noqa: E402
+from tests import reference  # noqa: E402
+
+RATIO = 0.05
+
+
+def make_model() -> torch.nn.Module:
+    torch.manual_seed(0)  # identical initial parameters on every rank
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.Tanh(), torch.nn.Linear(128, 10))
+
+
+def batch(step: int, zero_input: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1000 * hvd.rank() + step)
+    x = torch.randn(32, 64, generator=generator)
+    y = torch.randint(0, 10, (32,), generator=generator)
+    return (torch.zeros_like(x) if zero_input else x), y
+
+
+def loss_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(model(x), y)
+
+
+def raw_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """This rank's gradients by plain autograd: no hooks, no exchange."""
+    names, params = zip(*model.named_parameters())
+    grads = torch.autograd.grad(loss_of(model, x, y), params)
+    return {name: grad.detach().clone() for name, grad in zip(names, grads)}
+
+
+def all_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's copy of a tensor, by a dense allgather."""
+    gathered = hvd.allgather(tensor.unsqueeze(0), name=None)
+    return list(gathered)
+
+
+def selected_part(tensor: torch.Tensor, compression: DistQ) -> torch.Tensor:
+    """Dense tensor holding what the reference rule selects from ``tensor``, zeros elsewhere."""
+    fitted = sparsify(tensor, compression.config.ratio, compression.config.distribution)
+    mask = reference.selection_mask(tensor.reshape(-1).numpy(), float(fitted.center), float(fitted.threshold))
+    return torch.from_numpy(np.where(mask, tensor.reshape(-1).numpy(), 0)).view_as(tensor)
+
+
+def expected_reduction(contributions: list[torch.Tensor], scale: float) -> torch.Tensor:
+    return torch.stack(contributions).sum(0) * scale
+
+
+def check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    if not torch.allclose(actual, expected, rtol=1e-5, atol=1e-7):
+        worst = (actual - expected).abs().max().item()
+        raise AssertionError(f"rank {hvd.rank()}: {what}: max abs difference {worst:g}")
+
+
+def check_average_without_error_feedback(op=hvd.Average, predivide: float = 1.0, passes: int = 1) -> None:
+    model = make_model()
+    compression = DistQ(ratio=RATIO, error_feedback=False)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.0), named_parameters=model.named_parameters(),
+        compression=compression, op=op, gradient_predivide_factor=predivide, backward_passes_per_step=passes,
+    )
+    local = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    for step in range(passes):
+        x, y = batch(step)
+        for name, grad in raw_gradients(model, x, y).items():
+            local[name] += grad
+        loss_of(model, x, y).backward()
+    optimizer.synchronize()
+    scale = 1.0 / hvd.size() if op == hvd.Average else 1.0
+    for name, param in model.named_parameters():
+        ranks = all_ranks(local[name])
+        if compression.compresses(param):
+            contributions = [selected_part(g, compression) for g in ranks]
+            assert compression.stats[name].threshold is not None
+        else:
+            contributions = ranks
+            assert compression.stats[name].dense
+        check_close(param.grad, expected_reduction(contributions, scale), f"{name} op={op} predivide={predivide}")
+    optimizer.zero_grad()
+
+
+def check_empty_selection_on_one_rank() -> None:
+    model = make_model()
+    compression = DistQ(ratio=RATIO, error_feedback=False)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.0), named_parameters=model.named_parameters(),
+        compression=compression,
+    )
+    # Rank 1 sees zero inputs, so its first-layer weight gradient is exactly zero: nothing selected.
+    x, y = batch(0, zero_input=hvd.rank() == 1)
+    raw = raw_gradients(model, x, y)
+    loss_of(model, x, y).backward()
+    optimizer.synchronize()
+    if hvd.rank() == 1:
+        assert compression.stats["0.weight"].selected == 0
+    contributions = [selected_part(g, compression) for g in all_ranks(raw["0.weight"])]
+    check_close(model[0].weight.grad, expected_reduction(contributions, 1.0 / hvd.size()), "empty selection")
+    optimizer.zero_grad()
+
+
+def check_error_feedback_training() -> list[torch.Tensor]:
+    """Trains a few steps with error feedback; checks accumulated == sent + residual each step."""
+    model = make_model()
+    shadow = copy.deepcopy(model)
+    compression = DistQ(ratio=RATIO)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), named_parameters=model.named_parameters(),
+        compression=compression,
+    )
+    for step in range(8):
+        x, y = batch(step)
+        shadow.load_state_dict(model.state_dict())
+        raw = raw_gradients(shadow, x, y)
+        before = {name: compression.memory.residual(name) for name in raw}
+        before = {name: (r.clone() if r is not None else torch.zeros_like(raw[name])) for name, r in before.items()}
+        optimizer.zero_grad()  # Horovod's zero_grad sets gradients to None under torch 2
+        assert all(p.grad is None for p in model.parameters())
+        loss_of(model, x, y).backward()
+        optimizer.synchronize()
+        for name, param in model.named_parameters():
+            if not compression.compresses(param):
+                continue
+            accumulated = raw[name] + before[name]
+            residual = compression.memory.residual(name)
+            sent = accumulated - residual
+            check_close(sent, selected_part(accumulated, compression), f"{name} step {step}: sent != selection")
+            check_close(sent + residual, accumulated, f"{name} step {step}: accumulated != sent + residual")
+            expected = expected_reduction(all_ranks(sent), 1.0 / hvd.size())
+            check_close(param.grad, expected, f"{name} step {step}: reduced gradient")
+            stats = compression.stats[name]
+            assert stats.bytes_sent < stats.dense_bytes / 4, stats
+        with optimizer.skip_synchronize():
+            optimizer.step()
+    state = compression.state_dict()
+    restored = DistQ(ratio=RATIO)
+    restored.load_state_dict(state)
+    for name, residual in state["error_feedback"]["residuals"].items():
+        assert torch.equal(restored.memory.residual(name), residual)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def check_identical_parameters(parameters: list[torch.Tensor]) -> None:
+    for index, param in enumerate(parameters):
+        copies = all_ranks(param)
+        assert all(torch.equal(copies[0], c) for c in copies[1:]), f"parameter {index} differs between ranks"
+
+
+def main() -> None:
+    hvd.init()
+    assert hvd.size() == 2, "run with horovodrun -np 2"
+    check_average_without_error_feedback()
+    check_average_without_error_feedback(op=hvd.Sum)
+    check_average_without_error_feedback(predivide=2.0)
+    check_average_without_error_feedback(passes=2)
+    check_empty_selection_on_one_rank()
+    check_identical_parameters(check_error_feedback_training())
+    print(f"rank {hvd.rank()}: all DistQ optimizer checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""DistQ and its error feedback in one process (Horovod size 1); the 2-worker checks are in tests/parallel."""
+
+from __future__ import annotations
+
+import horovod.torch as hvd
+import pytest
+import torch
+
+from horovod_distq.torch import DistQ, ErrorFeedback, sparsify
+
+
+@pytest.fixture(scope="module", autouse=True)
+def horovod() -> None:
+    hvd.init()
+
+
+def round_trip(compression: DistQ, gradient: torch.Tensor, name: str = "w") -> torch.Tensor:
+    """What Horovod's optimizer does: compress, allreduce the result, decompress."""
+    tensor, ctx = compression.compress(gradient, name=name)
+    return compression.decompress(hvd.allreduce(tensor, op=hvd.Average, name=f"test.{name}"), ctx)
+
+
+def selected_dense(tensor: torch.Tensor, ratio: float) -> torch.Tensor:
+    selection = sparsify(tensor, ratio)
+    dense = torch.zeros(tensor.numel(), dtype=tensor.dtype)
+    dense[selection.indices.long()] = selection.values
+    return dense.view_as(tensor)
+
+
+def test_round_trip_returns_the_selection() -> None:
+    gradient = torch.randn(64, 100)
+    result = round_trip(DistQ(ratio=0.01, error_feedback=False), gradient)
+    assert result.shape == gradient.shape and result.dtype == gradient.dtype
+    assert torch.equal(result, selected_dense(gradient, 0.01))
+
+
+def test_error_feedback_keeps_what_was_not_sent() -> None:
+    compression = DistQ(ratio=0.01)
+    first, second = torch.randn(2, 5000)
+    sent = round_trip(compression, first)
+    assert torch.equal(sent + compression.memory.residual("w"), first)
+    accumulated = second + compression.memory.residual("w")
+    sent = round_trip(compression, second)
+    assert torch.allclose(sent + compression.memory.residual("w"), accumulated)
+    assert torch.equal(sent, selected_dense(accumulated, 0.01))
+
+
+def test_stats_report_the_last_step() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(10_000), name="big")
+    round_trip(compression, torch.randn(10), name="bias")
+    big, bias = compression.stats["big"], compression.stats["bias"]
+    assert big.selected == pytest.approx(100, rel=0.3)
+    assert big.achieved_ratio == big.selected / 10_000
+    assert big.bytes_sent == big.selected * 8 + 4 and big.dense_bytes == 40_000
+    assert bias.dense and bias.bytes_sent == bias.dense_bytes == 40
+
+
+def test_small_and_non_floating_tensors_go_dense() -> None:
+    compression = DistQ(ratio=0.01, min_numel=100)
+    for tensor in (torch.randn(99), torch.arange(1000)):
+        out, ctx = compression.compress(tensor, name="t")
+        assert out is tensor and ctx is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_gradients_keep_a_float32_residual(dtype: torch.dtype) -> None:
+    compression = DistQ(ratio=0.05)
+    gradient = torch.randn(4000).to(dtype)
+    result = round_trip(compression, gradient)
+    residual = compression.memory.residual("w")
+    assert result.dtype == dtype and residual.dtype == torch.float32
+    assert torch.equal(result.float() + residual, gradient.float())
+
+
+def test_non_finite_entries_are_sent_and_do_not_poison_the_residual() -> None:
+    compression = DistQ(ratio=0.01)
+    gradient = torch.randn(5000)
+    gradient[[3, 4]] = torch.tensor([float("nan"), float("inf")])
+    result = round_trip(compression, gradient)
+    assert torch.isnan(result[3]) and torch.isinf(result[4])
+    assert torch.isfinite(compression.memory.residual("w")).all()
+
+
+def test_shape_change_restarts_the_residual() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(5000))
+    gradient = torch.randn(2000)
+    round_trip(compression, gradient)
+    assert compression.memory.residual("w").shape == gradient.shape
+
+
+def test_state_dict_round_trip() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(5000))
+    restored = DistQ(ratio=0.01)
+    restored.load_state_dict(compression.state_dict())
+    assert torch.equal(restored.memory.residual("w"), compression.memory.residual("w"))
+
+
+def test_error_feedback_needs_a_name_outside_horovods_optimizer() -> None:
+    with pytest.raises(ValueError, match="needs the parameter name"):
+        DistQ(ratio=0.01).compress(torch.randn(5000))
+
+
+def test_adasum_is_refused() -> None:
+    with pytest.raises(ValueError, match="Adasum"):
+        DistQ(ratio=0.01).compress(torch.randn(5000, requires_grad=True), name="w")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"ratio": 0}, "ratio"),
+        ({"ratio": 2}, "ratio"),
+        ({"ratio": True}, "ratio"),
+        ({"ratio": 0.1, "distribution": "gauss"}, "unknown distribution"),
+        ({"ratio": 0.1, "min_numel": -1}, "min_numel"),
+        ({"ratio": 0.1, "sample_size": 0}, "sample_size"),
+        ({"ratio": 0.1, "distribution": "student_t", "dof": 1}, "dof"),
+    ],
+)
+def test_invalid_configuration(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DistQ(**kwargs)
+
+
+def test_error_feedback_object_alone() -> None:
+    memory = ErrorFeedback()
+    gradient = torch.randn(100)
+    accumulated = memory.accumulate("p", gradient)
+    indices = torch.tensor([1, 5], dtype=torch.int32)
+    memory.keep_unsent("p", accumulated, indices, gradient[[1, 5]])
+    expected = gradient.clone()
+    expected[[1, 5]] = 0
+    assert torch.equal(memory.residual("p"), expected)
+    assert memory.residual("other") is None

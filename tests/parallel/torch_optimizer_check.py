@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from horovod_distq.torch import DistQ, sparsify  # noqa: E402
-from tests import reference  # noqa: E402
+from horovod_distq.torch import DistQ, sparsify
+from tests import reference
 
 RATIO = 0.05
 

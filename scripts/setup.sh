@@ -43,9 +43,18 @@ install_python_packages() {
   # torch is pinned here, for the demo and the tests, not by the package itself.
   if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     log "installing torch $TORCH_VERSION"
-    "$PY" -m pip install -q "torch==$TORCH_VERSION"
+    # This machine image keeps the CPU wheel on disk; elsewhere pip takes PyPI's.
+    local local_wheels=()
+    [ -d /opt/wheels ] && local_wheels=(--find-links /opt/wheels)
+    "$PY" -m pip install -q "${local_wheels[@]}" "torch==$TORCH_VERSION"
   fi
-  "$PY" -m pip install -q -r "$ROOT/requirements-dev.txt"
+  local stamp=$VENV/.requirements-dev.sha256
+  local wanted
+  wanted=$(sha256sum "$ROOT/requirements-dev.txt" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    "$PY" -m pip install -q -r "$ROOT/requirements-dev.txt"
+    echo "$wanted" > "$stamp"
+  fi
 }
 
 build_horovod_wheel() {
@@ -81,9 +90,17 @@ build_horovod_wheel() {
 }
 
 install_distq() {
+  # Rebuilt only when its sources change, so a second run takes seconds.
+  local stamp=$VENV/.horovod_distq.sources
+  local sources
+  sources=$(cd "$ROOT" && cat setup.py pyproject.toml $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$sources" ] && "$PY" -c "import horovod_distq.torch" 2>/dev/null; then
+    return
+  fi
   # --no-build-isolation: build against the torch in this environment, never download another.
   log "building horovod_distq"
   "$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT"
+  echo "$sources" > "$stamp"
 }
 
 install_debian_packages

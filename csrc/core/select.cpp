@@ -4,21 +4,61 @@
 #include <cstring>
 
 #include "parallel.h"
+#include "simd.h"
 
 namespace distq {
 
 namespace {
 
-template <typename T>
-void select_range(const T* x, int64_t begin, int64_t end, double center, double threshold,
-                  std::vector<int64_t>& found) {
+// A group of entries is first tested with a branch-free vector "is any entry kept?", and only
+// scanned entry by entry when the answer is yes: at ratio 0.001 about 6% of 64-entry groups are.
+constexpr int64_t kGroup = 64;
+
+template <typename C>
+DISTQ_ALWAYS_INLINE bool keep(C v, C center, C threshold) {
+  return v != C(0) && !(std::fabs(v - center) < threshold);
+}
+
+template <int kBytes, typename T>
+DISTQ_ALWAYS_INLINE void select_body(const T* x, int64_t begin, int64_t end, double center, double threshold,
+                                     std::vector<int64_t>& found) {
   using C = typename Compute<T>::type;
+  using V = typename Vec<C, kBytes>::type;
+  using Mask = typename Vec<C, kBytes>::mask;
+  constexpr int64_t kLanes = Vec<C, kBytes>::kLanes;
   const C c = static_cast<C>(center);
   const C t = static_cast<C>(threshold);
-  for (int64_t i = begin; i < end; ++i) {
-    const C v = load(x + i);
-    if (v != C(0) && !(std::fabs(v - c) < t)) found.push_back(i);
+  const V cv = V{} + c;
+  const V tv = V{} + t;
+  int64_t i = begin;
+  for (; i + kGroup <= end; i += kGroup) {
+    Mask any{};
+    for (int64_t j = 0; j < kGroup; j += kLanes) {
+      const V v = load_vec<kBytes>(x + i + j);
+      any |= (v != 0) & ~(abs_vec(v - cv) < tv);
+    }
+    bool hit = false;
+    for (int j = 0; j < kLanes; ++j) hit |= any[j] != 0;
+    if (!hit) continue;
+    for (int64_t j = 0; j < kGroup; ++j) {
+      if (keep(load(x + i + j), c, t)) found.push_back(i + j);
+    }
   }
+  for (; i < end; ++i) {
+    if (keep(load(x + i), c, t)) found.push_back(i);
+  }
+}
+
+template <typename T>
+void select_portable(const T* x, int64_t begin, int64_t end, double center, double threshold,
+                     std::vector<int64_t>& found) {
+  select_body<kPortableBytes>(x, begin, end, center, threshold, found);
+}
+
+template <typename T>
+DISTQ_TARGET_X86_64_V3 void select_x86_64_v3(const T* x, int64_t begin, int64_t end, double center,
+                                              double threshold, std::vector<int64_t>& found) {
+  select_body<kX86_64_V3Bytes>(x, begin, end, center, threshold, found);
 }
 
 }  // namespace
@@ -30,8 +70,13 @@ Selection::Selection(const void* x, int64_t n, DType dtype, double center, doubl
   chunk_indices_.resize(chunks);
   dispatch_dtype(dtype, [&](auto tag) {
     const auto* data = static_cast<const decltype(tag)*>(x);
+    const bool v3 = cpu_has_x86_64_v3();
     parallel_chunks(n, chunks, [&](int64_t i, int64_t begin, int64_t end) {
-      select_range(data, begin, end, center, threshold, chunk_indices_[i]);
+      if (v3) {
+        select_x86_64_v3(data, begin, end, center, threshold, chunk_indices_[i]);
+      } else {
+        select_portable(data, begin, end, center, threshold, chunk_indices_[i]);
+      }
     });
   });
   for (const auto& found : chunk_indices_) size_ += static_cast<int64_t>(found.size());

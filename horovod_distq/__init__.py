@@ -6,9 +6,20 @@ records. It imports neither torch nor TensorFlow; the frontends live in ``horovo
 """
 
 from horovod_distq.config import DistQConfig
+from horovod_distq.encodings import VALUE_ENCODINGS, ValueEncoding, value_encoding
 from horovod_distq.families import FAMILIES, FamilySpec, family_arguments
 from horovod_distq.stats import TensorStats
 
 __version__ = "0.1.0"
 
-__all__ = ["FAMILIES", "DistQConfig", "FamilySpec", "TensorStats", "__version__", "family_arguments"]
+__all__ = [
+    "FAMILIES",
+    "VALUE_ENCODINGS",
+    "DistQConfig",
+    "FamilySpec",
+    "TensorStats",
+    "ValueEncoding",
+    "__version__",
+    "family_arguments",
+    "value_encoding",
+]

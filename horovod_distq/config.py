@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from horovod_distq.encodings import value_encoding
 from horovod_distq.families import family_arguments
 
 
@@ -19,6 +20,7 @@ class DistQConfig:
         error_feedback: keep what was not sent and add it to the next gradient (claim 9).
         min_numel: tensors with fewer entries go dense through Horovod's allreduce.
         sample_size: size of the strided sample medians and quartiles are estimated from.
+        value_encoding: how selected values travel (see ``horovod_distq.VALUE_ENCODINGS``).
         family_params: the family's keyword parameters (``dof`` for ``student_t``).
 
     Example:
@@ -31,6 +33,7 @@ class DistQConfig:
     error_feedback: bool = True
     min_numel: int = 1024
     sample_size: int = 4096
+    value_encoding: str = "auto"
     family_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -41,6 +44,7 @@ class DistQConfig:
         if not _is_int(self.sample_size) or self.sample_size < 1:
             raise ValueError(f"sample_size must be a positive integer, got {self.sample_size!r}")
         family_arguments(self.distribution, **self.family_params)
+        value_encoding(self.value_encoding)
 
     @property
     def core_arguments(self) -> dict[str, float]:

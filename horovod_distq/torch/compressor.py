@@ -11,8 +11,9 @@ import torch
 from horovod_distq.config import DistQConfig
 from horovod_distq.stats import TensorStats
 from horovod_distq.torch._caller import horovod_parameter_name
+from horovod_distq.torch.encoding import encode
 from horovod_distq.torch.error_feedback import ErrorFeedback, accumulation_dtype
-from horovod_distq.torch.exchange import PairExchange, PairLayout, pack_pairs
+from horovod_distq.torch.exchange import QueuedTensor, RoundStats, StepExchange
 from horovod_distq.torch.ops import sparsify
 
 # What compress() returns in place of a sparse gradient: Horovod allreduces it with the
@@ -24,12 +25,9 @@ _PLACEHOLDER_BYTES = 4
 class _SparseContext:
     """What decompress() needs to rebuild one sparse gradient."""
 
-    name: str | None
-    handle: int
-    layout: PairLayout
+    name: str
     shape: torch.Size
     dtype: torch.dtype
-    rows_sent: int
 
 
 class DistQ:
@@ -37,10 +35,11 @@ class DistQ:
 
     A Horovod compressor: pass it as ``compression=`` to an unmodified
     ``hvd.DistributedOptimizer``. For each gradient with at least ``min_numel`` entries it adds
-    the error-feedback residual, fits ``distribution``, selects about ``ratio`` of the entries,
-    and sends them with Horovod's allgather; every rank then sums all pairs and applies the
-    optimizer's reduction (op=Average or Sum, ``gradient_predivide_factor``). Smaller gradients
-    and non-floating ones are left to Horovod's dense allreduce.
+    the error-feedback residual, fits ``distribution``, selects about ``ratio`` of the entries and
+    encodes their values; the pairs of all gradients of a step travel in one Horovod allgather;
+    every rank then sums all pairs and applies the optimizer's reduction (op=Average or Sum,
+    ``gradient_predivide_factor``). Smaller gradients and non-floating ones are left to Horovod's
+    dense allreduce.
 
     Args:
         ratio: target fraction of entries sent per compressed gradient, in (0, 1].
@@ -48,6 +47,9 @@ class DistQ:
         error_feedback: add what was not sent to the next step's gradient (claim 9).
         min_numel: gradients with fewer entries go dense.
         sample_size: strided sample size for medians and quartiles.
+        value_encoding: how values travel: "auto" (the gradient's dtype), "float32", "float16",
+            "bfloat16" or "sign" (sign in the index, one scale per sign); see
+            ``horovod_distq.VALUE_ENCODINGS``. With error feedback the encoding error stays in the residual.
         process_set: the process set the optimizer uses (Horovod does not tell compressors).
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
@@ -67,6 +69,7 @@ class DistQ:
         error_feedback: bool = True,
         min_numel: int = 1024,
         sample_size: int = 4096,
+        value_encoding: str = "auto",
         process_set: hvd.ProcessSet = hvd.global_process_set,
         **family_params: Any,
     ) -> None:
@@ -76,12 +79,13 @@ class DistQ:
             error_feedback=error_feedback,
             min_numel=min_numel,
             sample_size=sample_size,
+            value_encoding=value_encoding,
             family_params=family_params,
         )
         self.memory = ErrorFeedback()
-        self.exchange = PairExchange(process_set)
+        self.exchange = StepExchange(process_set)
         self._stats: dict[str, TensorStats] = {}
-        self._bytes_received: dict[str, int] = {}
+        self._unnamed = 0
 
     @property
     def stats(self) -> dict[str, TensorStats]:
@@ -89,16 +93,16 @@ class DistQ:
         return dict(self._stats)
 
     @property
-    def bytes_received(self) -> dict[str, int]:
-        """Per parameter name, bytes of pairs received from the other ranks in its last exchange."""
-        return dict(self._bytes_received)
+    def last_round(self) -> RoundStats | None:
+        """The last exchange round on this rank: tensors, collective calls, bytes sent and received."""
+        return self.exchange.last_round
 
     def compresses(self, tensor: torch.Tensor) -> bool:
         """Whether ``tensor`` takes the sparse path (else it goes dense)."""
         return tensor.is_floating_point() and tensor.numel() >= max(self.config.min_numel, 1)
 
     def compress(self, tensor: torch.Tensor, name: str | None = None) -> tuple[torch.Tensor, _SparseContext | None]:
-        """Selects and starts sending a gradient's pairs; returns the placeholder to allreduce.
+        """Selects and queues a gradient's pairs for the step's exchange; returns the placeholder to allreduce.
 
         Args:
             tensor: the gradient.
@@ -115,11 +119,15 @@ class DistQ:
                 nbytes = tensor.numel() * tensor.element_size()
                 self._stats[name] = TensorStats(tensor.numel(), tensor.numel(), None, nbytes, nbytes)
             return tensor, None
-        if self.config.error_feedback and name is None:
-            raise ValueError(
-                "DistQ(error_feedback=True) needs the parameter name: use it as "
-                "hvd.DistributedOptimizer(..., compression=DistQ(...)) or call compress(tensor, name=...)"
-            )
+        if name is None:
+            if self.config.error_feedback:
+                raise ValueError(
+                    "DistQ(error_feedback=True) needs the parameter name: use it as "
+                    "hvd.DistributedOptimizer(..., compression=DistQ(...)) or call compress(tensor, name=...)"
+                )
+            # Without names, ranks must compress in the same order for these to match.
+            name = f"unnamed.{self._unnamed}"
+            self._unnamed += 1
         selected_from = self.memory.accumulate(name, tensor) if self.config.error_feedback else tensor
         selection = sparsify(
             selected_from,
@@ -128,25 +136,23 @@ class DistQ:
             sample_size=self.config.sample_size,
             **self.config.family_params,
         )
-        values = selection.values.to(tensor.dtype)
+        pairs = encode(self.config.value_encoding, selection.indices, selection.values, tensor.dtype)
         if self.config.error_feedback:
-            self.memory.keep_unsent(name, selected_from, selection.indices, values)
-        rows = pack_pairs(selection.indices, values)
-        handle = self.exchange.start(rows, name)
-        layout = PairLayout(selection.indices.dtype, values.dtype)
-        if name is not None:
-            self._stats[name] = TensorStats(
-                numel=tensor.numel(),
-                selected=selection.indices.numel(),
-                threshold=float(selection.threshold),
-                bytes_sent=rows.numel() + _PLACEHOLDER_BYTES,
-                dense_bytes=tensor.numel() * tensor.element_size(),
-            )
+            self.memory.keep_unsent(name, selected_from, selection.indices, pairs.decoded)
+        queued = QueuedTensor(self.config.value_encoding, selection.indices.dtype, tensor.dtype, tensor.numel(), pairs)
+        self.exchange.submit(name, queued)
+        self._stats[name] = TensorStats(
+            numel=tensor.numel(),
+            selected=selection.indices.numel(),
+            threshold=float(selection.threshold),
+            bytes_sent=sum(segment.numel() for segment in pairs.segments()) + _PLACEHOLDER_BYTES,
+            dense_bytes=tensor.numel() * tensor.element_size(),
+        )
         placeholder = torch.ones(1, dtype=torch.float32, device=tensor.device)
-        return placeholder, _SparseContext(name, handle, layout, tensor.shape, tensor.dtype, rows.shape[0])
+        return placeholder, _SparseContext(name, tensor.shape, tensor.dtype)
 
     def decompress(self, tensor: torch.Tensor, ctx: _SparseContext | None) -> torch.Tensor:
-        """Finishes the exchange started by :meth:`compress` and returns the reduced gradient.
+        """Runs the step's exchange (on its first call) and returns the reduced gradient.
 
         Args:
             tensor: Horovod's allreduce result of what :meth:`compress` returned.
@@ -157,12 +163,12 @@ class DistQ:
         """
         if ctx is None:
             return tensor
-        numel = ctx.shape.numel()
-        dense, received = self.exchange.finish(
-            ctx.handle, ctx.layout, numel, tensor, accumulation_dtype(ctx.dtype)
-        )
-        if ctx.name is not None:
-            self._bytes_received[ctx.name] = (received // ctx.layout.row_bytes - ctx.rows_sent) * ctx.layout.row_bytes
+        indices, values = self.exchange.collect(ctx.name)
+        dtype = accumulation_dtype(ctx.dtype)
+        dense = torch.zeros(ctx.shape.numel(), dtype=dtype, device=tensor.device)
+        dense.index_add_(0, indices, values.to(dtype))
+        # The placeholder came back as size (op=Sum) or 1 (op=Average, any predivide factor).
+        dense.mul_(tensor.to(dtype) / self.exchange.process_set.size())
         return dense.view(ctx.shape).to(ctx.dtype)
 
     def state_dict(self) -> dict[str, Any]:

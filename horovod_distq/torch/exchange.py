@@ -1,98 +1,125 @@
-"""Moving (index, value) pairs between workers with Horovod's allgather.
+"""One allgather per step for the pairs of every compressed tensor.
 
-Each rank sends its pairs as rows of bytes, ``[k, index bytes + value bytes]``: allgather
-concatenates rows, so the receiver needs no per-rank counts, and different counts per rank are
-the normal case. The decoded result is the SUM over all pairs (duplicate indices add up), scaled
-by the factor Horovod applied to the placeholder allreduce.
+``compress()`` only queues a tensor's encoded pairs. The first ``decompress()`` of the step (Horovod
+calls them after every ``compress()`` of the step) packs the queue into one byte buffer per rank and
+runs one allgather, so the number of collective calls per step does not grow with the number of
+layers. A rank's buffer:
+
+    int64 header: [number of tensors, layout checksum, count of tensor 0, count of tensor 1, ...]
+    then per tensor, in name order: indices | values | scales (the ``sign`` encoding's)
+
+Tensors are packed in name order, so ranks may compress them in different orders. Every rank
+checks every header against its own and raises (all of them do, so none hangs) when ranks disagree
+on which tensors were compressed or how.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import horovod.torch as hvd
 import torch
 
+from horovod_distq.torch.encoding import EncodedPairs, decode, segment_bytes
+
+_HEADER_FIELDS = 2
+
 
 @dataclass(frozen=True)
-class PairLayout:
-    """Byte layout of one (index, value) row."""
+class QueuedTensor:
+    """What a rank sends for one tensor and what every receiver needs to parse it."""
 
+    encoding: str
     index_dtype: torch.dtype
-    value_dtype: torch.dtype
+    gradient_dtype: torch.dtype
+    numel: int
+    pairs: EncodedPairs
 
-    @property
-    def index_bytes(self) -> int:
-        return self.index_dtype.itemsize
-
-    @property
-    def row_bytes(self) -> int:
-        return self.index_bytes + self.value_dtype.itemsize
+    def layout(self, name: str) -> str:
+        return f"{name}:{self.numel}:{self.encoding}:{self.index_dtype}:{self.gradient_dtype}"
 
 
-def pack_pairs(indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Rows of bytes, one (index, value) pair per row.
+@dataclass(frozen=True)
+class RoundStats:
+    """One exchange round on this rank.
 
-    An empty selection becomes the single row (0, 0.0): adding zero changes nothing, and every
-    rank then contributes at least one row, which no backend has to special-case.
+    Attributes:
+        tensors: compressed tensors in the round.
+        collectives: collective calls the round made (always 1).
+        bytes_sent: size of this rank's buffer.
+        bytes_received: size of the other ranks' buffers together.
     """
-    if indices.numel() == 0:
-        indices = torch.zeros(1, dtype=indices.dtype, device=indices.device)
-        values = torch.zeros(1, dtype=values.dtype, device=values.device)
-    k = indices.numel()
-    return torch.cat((indices.view(torch.uint8).view(k, -1), values.view(torch.uint8).view(k, -1)), dim=1)
+
+    tensors: int
+    collectives: int
+    bytes_sent: int
+    bytes_received: int
 
 
-def unpack_pairs(rows: torch.Tensor, layout: PairLayout) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`pack_pairs` for the concatenated rows of all ranks."""
-    split = layout.index_bytes
-    indices = rows[:, :split].contiguous().view(layout.index_dtype).view(-1)
-    values = rows[:, split:].contiguous().view(layout.value_dtype).view(-1)
-    return indices, values
-
-
-class PairExchange:
-    """Starts the allgather of one tensor's pairs and turns the gathered pairs into its average.
+class StepExchange:
+    """Queues each tensor's pairs and exchanges all of them in one allgather.
 
     Args:
         process_set: the Horovod process set the optimizer reduces over.
+
+    Example:
+        >>> exchange.submit("fc.weight", queued)      # in compress()
+        >>> indices, values = exchange.collect("fc.weight")  # in decompress(): every rank's pairs
     """
 
-    __slots__ = ("process_set",)
+    __slots__ = ("_pending", "_results", "_rounds", "last_round", "process_set")
 
     def __init__(self, process_set: hvd.ProcessSet = hvd.global_process_set) -> None:
         self.process_set = process_set
+        self._pending: dict[str, QueuedTensor] = {}
+        self._results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._rounds = 0
+        self.last_round: RoundStats | None = None
 
-    def start(self, rows: torch.Tensor, name: str | None) -> int:
-        """Submits the allgather; returns Horovod's handle. Named ops match across ranks by name,
-        so their submission order may differ between ranks."""
-        return hvd.allgather_async(rows, name=None if name is None else f"distq.{name}", process_set=self.process_set)
+    def submit(self, name: str, queued: QueuedTensor) -> None:
+        if name in self._pending or name in self._results:
+            raise RuntimeError(f"DistQ: tensor {name!r} compressed twice before it was decompressed")
+        self._pending[name] = queued
 
-    def finish(
-        self,
-        handle: int,
-        layout: PairLayout,
-        numel: int,
-        reduction: torch.Tensor,
-        accumulate_dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, int]:
-        """Waits for the allgather and scatter-adds every rank's pairs.
+    def collect(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """All ranks' pairs for ``name``: int64 indices and values (concatenated over ranks)."""
+        if name not in self._results:
+            self._flush()
+        return self._results.pop(name)
 
-        Args:
-            handle: what :meth:`start` returned.
-            layout: the row layout every rank used.
-            numel: entries of the dense tensor.
-            reduction: the 1-element placeholder after Horovod's allreduce of ones: ``size`` for
-                op=Sum, 1 for op=Average (with any ``gradient_predivide_factor``), so
-                ``reduction / size`` is the factor dense reduction applies to the sum.
-            accumulate_dtype: dtype the sum is accumulated in.
-
-        Returns:
-            The reduced dense tensor (flat) and the number of bytes received from other ranks.
-        """
-        rows = hvd.synchronize(handle)
-        indices, values = unpack_pairs(rows, layout)
-        dense = torch.zeros(numel, dtype=accumulate_dtype, device=values.device)
-        dense.index_add_(0, indices, values.to(accumulate_dtype))
-        dense.mul_(reduction.to(accumulate_dtype) / self.process_set.size())
-        return dense, rows.numel()
+    def _flush(self) -> None:
+        names = sorted(self._pending)
+        queued = [self._pending[n] for n in names]
+        self._pending = {}
+        checksum = zlib.crc32("\n".join(q.layout(n) for n, q in zip(names, queued)).encode())
+        counts = [q.pairs.indices.numel() for q in queued]
+        header = torch.tensor([len(names), checksum, *counts], dtype=torch.int64)
+        device = queued[0].pairs.indices.device if queued else torch.device("cpu")
+        parts = [header.to(device).view(torch.uint8)]
+        for q in queued:
+            parts.extend(q.pairs.segments())
+        buffer = torch.cat(parts)
+        gathered = hvd.synchronize(
+            hvd.allgather_async(buffer, name=f"distq.round.{self._rounds}", process_set=self.process_set)
+        )
+        self._rounds += 1
+        pieces: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
+        offset = 0
+        for rank in range(self.process_set.size()):
+            header_bytes = (_HEADER_FIELDS + len(names)) * 8
+            their_header = gathered[offset : offset + header_bytes].clone().view(torch.int64).tolist()
+            if their_header[:_HEADER_FIELDS] != [len(names), checksum]:
+                raise RuntimeError(
+                    f"DistQ: rank {rank} compressed other tensors (or with another encoding) than this rank "
+                    f"in the same step; this rank compressed {names}. Give every rank the same DistQ settings."
+                )
+            offset += header_bytes
+            for name, q, count in zip(names, queued, their_header[_HEADER_FIELDS:]):
+                size = segment_bytes(q.encoding, count, q.index_dtype, q.gradient_dtype)
+                pieces[name].append(decode(q.encoding, gathered[offset : offset + size], count, q.index_dtype,
+                                           q.gradient_dtype))
+                offset += size
+        for name, parts_of_name in pieces.items():
+            self._results[name] = (torch.cat([p[0] for p in parts_of_name]), torch.cat([p[1] for p in parts_of_name]))
+        self.last_round = RoundStats(len(names), 1, buffer.numel(), gathered.numel() - buffer.numel())

@@ -8,8 +8,10 @@ Exits non-zero (an AssertionError) on the first mismatch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import horovod.torch as hvd
@@ -53,11 +55,28 @@ def all_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
     return list(gathered)
 
 
+def reference_decoded(values: np.ndarray, encoding: str) -> np.ndarray:
+    """What receivers decode from selected float32 values, computed with NumPy."""
+    if encoding in ("auto", "float32"):
+        return values
+    if encoding == "float16":
+        return values.astype(np.float16).astype(np.float32)
+    if encoding == "bfloat16":
+        return torch.from_numpy(values).bfloat16().float().numpy()
+    positive = values > 0
+    scale_pos = np.abs(values[positive]).mean() if positive.any() else 0.0
+    scale_neg = np.abs(values[~positive]).mean() if (~positive).any() else 0.0
+    return np.where(positive, scale_pos, -scale_neg).astype(np.float32)
+
+
 def selected_part(tensor: torch.Tensor, compression: DistQ) -> torch.Tensor:
-    """Dense tensor holding what the reference rule selects from ``tensor``, zeros elsewhere."""
+    """Dense tensor holding what the reference rule selects from ``tensor`` (as decoded), zeros elsewhere."""
     fitted = sparsify(tensor, compression.config.ratio, compression.config.distribution)
-    mask = reference.selection_mask(tensor.reshape(-1).numpy(), float(fitted.center), float(fitted.threshold))
-    return torch.from_numpy(np.where(mask, tensor.reshape(-1).numpy(), 0)).view_as(tensor)
+    flat = tensor.reshape(-1).numpy()
+    mask = reference.selection_mask(flat, float(fitted.center), float(fitted.threshold))
+    dense = np.zeros_like(flat)
+    dense[mask] = reference_decoded(flat[mask], compression.config.value_encoding)
+    return torch.from_numpy(dense).view_as(tensor)
 
 
 def expected_reduction(contributions: list[torch.Tensor], scale: float) -> torch.Tensor:
@@ -70,9 +89,11 @@ def check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None
         raise AssertionError(f"rank {hvd.rank()}: {what}: max abs difference {worst:g}")
 
 
-def check_average_without_error_feedback(op=hvd.Average, predivide: float = 1.0, passes: int = 1) -> None:
+def check_average_without_error_feedback(
+    op=hvd.Average, predivide: float = 1.0, passes: int = 1, encoding: str = "auto"
+) -> None:
     model = make_model()
-    compression = DistQ(ratio=RATIO, error_feedback=False)
+    compression = DistQ(ratio=RATIO, error_feedback=False, value_encoding=encoding)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.0), named_parameters=model.named_parameters(),
         compression=compression, op=op, gradient_predivide_factor=predivide, backward_passes_per_step=passes,
@@ -93,7 +114,8 @@ def check_average_without_error_feedback(op=hvd.Average, predivide: float = 1.0,
         else:
             contributions = ranks
             assert compression.stats[name].dense
-        check_close(param.grad, expected_reduction(contributions, scale), f"{name} op={op} predivide={predivide}")
+        what = f"{name} op={op} predivide={predivide} passes={passes} encoding={encoding}"
+        check_close(param.grad, expected_reduction(contributions, scale), what)
     optimizer.zero_grad()
 
 
@@ -116,11 +138,29 @@ def check_empty_selection_on_one_rank() -> None:
     optimizer.zero_grad()
 
 
-def check_error_feedback_training() -> list[torch.Tensor]:
-    """Trains a few steps with error feedback; checks accumulated == sent + residual each step."""
+@contextlib.contextmanager
+def counted_allgathers() -> Iterator[list[int]]:
+    """Counts the allgathers submitted inside the block, by wrapping Horovod's allgather_async."""
+    calls = [0]
+    original = hvd.allgather_async
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    hvd.allgather_async = counting
+    try:
+        yield calls
+    finally:
+        hvd.allgather_async = original
+
+
+def check_error_feedback_training(encoding: str = "auto") -> list[torch.Tensor]:
+    """Trains a few steps with error feedback; checks accumulated == sent + residual each step and
+    that each step makes one allgather for all compressed tensors."""
     model = make_model()
     shadow = copy.deepcopy(model)
-    compression = DistQ(ratio=RATIO)
+    compression = DistQ(ratio=RATIO, value_encoding=encoding)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), named_parameters=model.named_parameters(),
         compression=compression,
@@ -134,7 +174,11 @@ def check_error_feedback_training() -> list[torch.Tensor]:
         optimizer.zero_grad()  # Horovod's zero_grad sets gradients to None under torch 2
         assert all(p.grad is None for p in model.parameters())
         loss_of(model, x, y).backward()
-        optimizer.synchronize()
+        with counted_allgathers() as allgathers:
+            optimizer.synchronize()
+        sparse = [name for name, p in model.named_parameters() if compression.compresses(p)]
+        assert allgathers == [1] and compression.last_round.collectives == 1, allgathers
+        assert compression.last_round.tensors == len(sparse) == 2
         for name, param in model.named_parameters():
             if not compression.compresses(param):
                 continue
@@ -143,9 +187,10 @@ def check_error_feedback_training() -> list[torch.Tensor]:
             sent = accumulated - residual
             check_close(sent, selected_part(accumulated, compression), f"{name} step {step}: sent != selection")
             check_close(sent + residual, accumulated, f"{name} step {step}: accumulated != sent + residual")
+            stats = compression.stats[name]
+            assert int((sent != 0).sum()) <= stats.selected
             expected = expected_reduction(all_ranks(sent), 1.0 / hvd.size())
             check_close(param.grad, expected, f"{name} step {step}: reduced gradient")
-            stats = compression.stats[name]
             assert stats.bytes_sent < stats.dense_bytes / 4, stats
         with optimizer.skip_synchronize():
             optimizer.step()
@@ -170,8 +215,11 @@ def main() -> None:
     check_average_without_error_feedback(op=hvd.Sum)
     check_average_without_error_feedback(predivide=2.0)
     check_average_without_error_feedback(passes=2)
+    for encoding in ("float32", "float16", "bfloat16", "sign"):
+        check_average_without_error_feedback(encoding=encoding)
     check_empty_selection_on_one_rank()
-    check_identical_parameters(check_error_feedback_training())
+    for encoding in ("auto", "float16", "sign"):
+        check_identical_parameters(check_error_feedback_training(encoding))
     print(f"rank {hvd.rank()}: all DistQ optimizer checks passed", flush=True)
 
 

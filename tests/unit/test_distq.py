@@ -135,3 +135,49 @@ def test_error_feedback_object_alone() -> None:
     expected[[1, 5]] = 0
     assert torch.equal(memory.residual("p"), expected)
     assert memory.residual("other") is None
+
+
+@pytest.mark.parametrize("encoding", ["float32", "float16", "bfloat16", "sign"])
+def test_encodings_keep_the_encoding_error_in_the_residual(encoding: str) -> None:
+    compression = DistQ(ratio=0.02, value_encoding=encoding)
+    gradient = torch.randn(5000)
+    result = round_trip(compression, gradient)
+    residual = compression.memory.residual("w")
+    assert torch.allclose(result + residual, gradient, atol=1e-6)
+    selected = sparsify(gradient, 0.02).indices.long()
+    assert torch.equal(torch.nonzero(result).view(-1), selected)
+    stats = compression.stats["w"]
+    value_bytes = {"float32": 4, "float16": 2, "bfloat16": 2, "sign": 0}[encoding]
+    assert stats.bytes_sent == stats.selected * (4 + value_bytes) + (8 if encoding == "sign" else 0) + 4
+
+
+def test_sign_encoding_sends_one_scale_per_sign() -> None:
+    gradient = torch.randn(5000)
+    result = round_trip(DistQ(ratio=0.02, value_encoding="sign", error_feedback=False), gradient)
+    selected = sparsify(gradient, 0.02)
+    values = selected.values
+    kept = result.view(-1)[selected.indices.long()]
+    assert torch.allclose(kept[values > 0], values[values > 0].mean().expand(int((values > 0).sum())))
+    assert torch.allclose(kept[values < 0], values[values < 0].mean().expand(int((values < 0).sum())))
+
+
+def test_float16_encoding_clamps_finite_values_into_range() -> None:
+    compression = DistQ(ratio=0.001, value_encoding="float16")
+    gradient = torch.zeros(5000)
+    gradient[7] = 1e6
+    result = round_trip(compression, gradient)
+    assert result[7] == 65504 and compression.memory.residual("w")[7] == 1e6 - 65504
+
+
+def test_one_round_per_step_for_all_tensors() -> None:
+    compression = DistQ(ratio=0.01, error_feedback=False)
+    contexts = [compression.compress(torch.randn(2000), name=f"t{i}") for i in range(5)]
+    for i, (tensor, ctx) in enumerate(contexts):
+        compression.decompress(hvd.allreduce(tensor, name=f"round.{i}"), ctx)
+    assert compression.last_round.tensors == 5 and compression.last_round.collectives == 1
+    assert compression.last_round.bytes_sent == 8 * 7 + sum(compression.stats[f"t{i}"].bytes_sent - 4 for i in range(5))
+
+
+def test_unknown_encoding() -> None:
+    with pytest.raises(ValueError, match="unknown value_encoding"):
+        DistQ(ratio=0.01, value_encoding="int8")

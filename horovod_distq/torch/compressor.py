@@ -14,7 +14,7 @@ from horovod_distq.torch._caller import horovod_parameter_name
 from horovod_distq.torch.encoding import encode
 from horovod_distq.torch.error_feedback import ErrorFeedback, accumulation_dtype
 from horovod_distq.torch.exchange import QueuedTensor, RoundStats, StepExchange
-from horovod_distq.torch.ops import sparsify
+from horovod_distq.torch.ops import SparseSelection, sparsify
 
 # What compress() returns in place of a sparse gradient: Horovod allreduces it with the
 # optimizer's op and scale factors, which tells decompress() how to scale the gathered sum.
@@ -97,6 +97,15 @@ class DistQ:
         """The last exchange round on this rank: tensors, collective calls, bytes sent and received."""
         return self.exchange.last_round
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this rank put into collectives for its last step: dense allreduces, the 4-byte
+        placeholders of compressed tensors, and its exchange buffer (header and pairs)."""
+        dense = sum(s.bytes_sent for s in self._stats.values() if s.dense)
+        compressed = sum(1 for s in self._stats.values() if not s.dense)
+        exchanged = self.last_round.bytes_sent if self.last_round is not None else 0
+        return dense + compressed * _PLACEHOLDER_BYTES + exchanged
+
     def compresses(self, tensor: torch.Tensor) -> bool:
         """Whether ``tensor`` takes the sparse path (else it goes dense)."""
         return tensor.is_floating_point() and tensor.numel() >= max(self.config.min_numel, 1)
@@ -129,13 +138,7 @@ class DistQ:
             name = f"unnamed.{self._unnamed}"
             self._unnamed += 1
         selected_from = self.memory.accumulate(name, tensor) if self.config.error_feedback else tensor
-        selection = sparsify(
-            selected_from,
-            self.config.ratio,
-            self.config.distribution,
-            sample_size=self.config.sample_size,
-            **self.config.family_params,
-        )
+        selection = self.select(selected_from)
         pairs = encode(self.config.value_encoding, selection.indices, selection.values, tensor.dtype)
         if self.config.error_feedback:
             self.memory.keep_unsent(name, selected_from, selection.indices, pairs.decoded)
@@ -150,6 +153,16 @@ class DistQ:
         )
         placeholder = torch.ones(1, dtype=torch.float32, device=tensor.device)
         return placeholder, _SparseContext(name, tensor.shape, tensor.dtype)
+
+    def select(self, tensor: torch.Tensor) -> SparseSelection:
+        """The entries of ``tensor`` to send: the fitted-threshold selection of :func:`sparsify`."""
+        return sparsify(
+            tensor,
+            self.config.ratio,
+            self.config.distribution,
+            sample_size=self.config.sample_size,
+            **self.config.family_params,
+        )
 
     def decompress(self, tensor: torch.Tensor, ctx: _SparseContext | None) -> torch.Tensor:
         """Runs the step's exchange (on its first call) and returns the reduced gradient.

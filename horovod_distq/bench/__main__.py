@@ -1,0 +1,53 @@
+"""The benchmark command: ``python -m horovod_distq.bench {kernels,e2e} [--out DIR]``.
+
+Each suite prints a table and writes ``DIR/<suite>.json`` and ``DIR/<suite>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from horovod_distq.bench import e2e, kernels, plots
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m horovod_distq.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench_results"))
+    suites = parser.add_subparsers(dest="suite", required=True)
+    k = suites.add_parser("kernels", help="sparsify vs x.sum(), plain-torch fit, torch.topk")
+    k.add_argument("--sizes", type=int, nargs="+", default=list(kernels.SIZES))
+    k.add_argument("--ratios", type=float, nargs="+", default=list(kernels.RATIOS))
+    k.add_argument("--repetitions", type=int, default=9)
+    k.add_argument("--device", default="cpu")
+    e = suites.add_parser("e2e", help="2 workers on a shaped loopback: step time and loss per method")
+    e.add_argument("--bandwidths", nargs="+", default=list(e2e.BANDWIDTHS))
+    e.add_argument("--models", nargs="+", default=list(e2e.MODELS))
+    e.add_argument("--methods", nargs="+", default=None)
+    e.add_argument("--steps", type=int, default=30)
+    e.add_argument("--ratio", type=float, default=0.01)
+    args = parser.parse_args(argv)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.suite == "kernels":
+        records = kernels.run(tuple(args.sizes), tuple(args.ratios), args.repetitions, args.device)
+        print(kernels.report(records))
+        plots.kernels(records, args.out / "kernels.png")
+    else:
+        try:
+            records = e2e.run(tuple(args.bandwidths), tuple(args.models), args.methods, args.steps, args.ratio)
+        except e2e.NamespaceUnavailable as error:
+            print(f"e2e: {error}", file=sys.stderr)
+            return 2
+        print(e2e.report(records))
+        plots.e2e(records, args.out / "e2e.png")
+    (args.out / f"{args.suite}.json").write_text(json.dumps(records, indent=2) + "\n")
+    print(f"wrote {args.out / (args.suite + '.json')} and {args.out / (args.suite + '.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""End-to-end suite: 2 Horovod workers on a loopback shaped to a bandwidth, per method.
+
+The suite creates its own network namespace (``ip netns add``), brings its loopback up with a
+9000-byte MTU and shapes it with a token-bucket filter (``tc ... tbf rate R``), then runs
+``horovodrun -np 2 -H localhost:2`` inside it: all traffic stays on 127.0.0.1 of that namespace.
+It needs root and iproute2, and says so when it lacks them. The namespace is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+BANDWIDTHS = ("100mbit", "1gbit")
+MODELS = ("digits_cnn", "wide_mlp")
+
+
+class NamespaceUnavailable(RuntimeError):
+    """The machine does not let this process create a shaped network namespace."""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def shaped_namespace(rate: str) -> Iterator[str]:
+    """A fresh network namespace whose loopback is limited to ``rate`` (tc syntax, e.g. 100mbit)."""
+    if os.geteuid() != 0:
+        raise NamespaceUnavailable("the e2e suite must run as root to create a network namespace (ip netns add)")
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        raise NamespaceUnavailable("the e2e suite needs iproute2 (ip, tc): apt-get install iproute2")
+    name = f"distq-{uuid.uuid4().hex[:8]}"
+    try:
+        _ip("netns", "add", name)
+    except subprocess.CalledProcessError as error:
+        raise NamespaceUnavailable(f"cannot create a network namespace: {error.stderr.strip()}") from error
+    try:
+        _ip("-n", name, "link", "set", "lo", "mtu", "9000", "up")
+        subprocess.run(["tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate,
+                        "burst", "256kb", "latency", "100ms"], check=True, capture_output=True, text=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def run_model(namespace: str, model: str, methods: list[str], steps: int, ratio: float, timeout: float) -> list[dict]:
+    horovodrun = str(Path(sys.executable).with_name("horovodrun"))
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "results.json"
+        command = ["ip", "netns", "exec", namespace, horovodrun, "-np", "2", "-H", "localhost:2", "--gloo",
+                   sys.executable, "-m", "horovod_distq.bench.e2e_worker", "--model", model, "--steps", str(steps),
+                   "--ratio", str(ratio), "--out", str(out), "--methods", *methods]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-4000:]}")
+        return json.loads(out.read_text())
+
+
+def run(bandwidths: tuple[str, ...] = BANDWIDTHS, models: tuple[str, ...] = MODELS, methods: list[str] | None = None,
+        steps: int = 30, ratio: float = 0.01, timeout: float = 1200) -> list[dict]:
+    """Runs every model at every bandwidth; one record per (bandwidth, model, method)."""
+    from horovod_distq.bench.e2e_worker import METHODS
+
+    records = []
+    for bandwidth in bandwidths:
+        with shaped_namespace(bandwidth) as namespace:
+            for model in models:
+                for record in run_model(namespace, model, list(methods or METHODS), steps, ratio, timeout):
+                    records.append({"bandwidth": bandwidth, "ratio": ratio, **record})
+    return records
+
+
+def report(records: list[dict]) -> str:
+    lines = [f"{'bandwidth':>9} {'model':<11} {'method':<15} {'step ms':>9} {'x dense':>8} {'x fp16':>7} "
+             f"{'loss':>7} {'loss/dense':>10} {'bytes/step':>11}"]
+    for r in records:
+        same = [x for x in records if x["bandwidth"] == r["bandwidth"] and x["model"] == r["model"]]
+        dense = next(x for x in same if x["method"] == "dense")
+        fp16 = next((x for x in same if x["method"] == "fp16"), None)
+        vs_fp16 = f"{r['step_ms_median'] / fp16['step_ms_median']:.2f}" if fp16 else "-"
+        lines.append(f"{r['bandwidth']:>9} {r['model']:<11} {r['method']:<15} {r['step_ms_median']:>9.1f} "
+                     f"{r['step_ms_median'] / dense['step_ms_median']:>8.2f} {vs_fp16:>7} {r['final_loss']:>7.4f} "
+                     f"{r['final_loss'] / dense['final_loss']:>10.3f} {r['bytes_sent_last_step']:>11}")
+    return "\n".join(lines)

@@ -21,50 +21,23 @@ import horovod.torch as hvd
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
+from horovod_distq.bench.models import DigitsCNN, load_digits_split
 from horovod_distq.torch import DistQ
 
 
-class DigitsCNN(torch.nn.Module):
-    """Two 3x3 convolutions and two fully connected layers for 8x8 images (about 151k parameters)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(32, 64, 3, padding=1)
-        self.fc1 = torch.nn.Linear(64 * 4 * 4, 128)
-        self.fc2 = torch.nn.Linear(128, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
-
-
-def load_data(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    digits = load_digits()
-    images = torch.from_numpy((digits.images / 16.0).astype(np.float32)).unsqueeze(1)
-    labels = torch.from_numpy(digits.target.astype(np.int64))
-    train_x, test_x, train_y, test_y = train_test_split(
-        images, labels, test_size=0.2, random_state=seed, stratify=labels
-    )
-    return train_x, train_y, test_x, test_y
-
-
-def make_compression(kind: str, ratio: float, distribution: str):
+def make_compression(kind: str, args: argparse.Namespace):
     if kind == "none":
         return hvd.Compression.none
     if kind == "fp16":
         return hvd.Compression.fp16
-    return DistQ(ratio=ratio, distribution=distribution)
+    return DistQ(ratio=args.ratio, distribution=args.distribution, value_encoding=args.value_encoding)
 
 
 def bytes_per_step(model: torch.nn.Module, compression) -> int:
     """Bytes this worker contributed to the collectives in the last step."""
     if isinstance(compression, DistQ):
-        return sum(s.bytes_sent for s in compression.stats.values())
+        return compression.bytes_sent
     itemsize = 2 if compression is hvd.Compression.fp16 else 4
     return sum(p.numel() * itemsize for p in model.parameters())
 
@@ -74,7 +47,7 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     torch.manual_seed(args.seed)
     model = DigitsCNN()
     hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    compression = make_compression(kind, args.ratio, args.distribution)
+    compression = make_compression(kind, args)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9),
         named_parameters=model.named_parameters(),
@@ -108,7 +81,7 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     if isinstance(compression, DistQ):
         sparse = [s for s in compression.stats.values() if not s.dense]
         result["achieved_ratio"] = float(np.mean([s.achieved_ratio for s in sparse]))
-        result.update(ratio=args.ratio, distribution=args.distribution)
+        result.update(ratio=args.ratio, distribution=args.distribution, value_encoding=args.value_encoding)
     if hvd.rank() == 0:
         checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
         if isinstance(compression, DistQ):
@@ -124,6 +97,7 @@ def main() -> None:
     parser.add_argument("--compression", nargs="+", default=["none", "distq"], choices=["none", "fp16", "distq"])
     parser.add_argument("--ratio", type=float, default=0.01)
     parser.add_argument("--distribution", default="normal")
+    parser.add_argument("--value-encoding", default="auto")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -134,7 +108,7 @@ def main() -> None:
     hvd.init()
     torch.set_num_threads(1)  # one core per worker
     args.out.mkdir(parents=True, exist_ok=True)
-    data = load_data(args.seed)
+    data = load_digits_split(args.seed)
     results = [train(kind, args, data) for kind in args.compression]
     if hvd.rank() != 0:
         return

@@ -49,6 +49,17 @@ FAMILIES: dict[str, FamilySpec] = {
             "s * t_nu^-1(1 - delta/2)", ("dof",),
         ),
         FamilySpec("exponential", True, "mu = mean |x|", "mu * ln(1/delta)"),
+        FamilySpec(
+            "gamma", True,
+            "over the nonzero |x|: s = ln(mean) - mean(ln), shape a = (3 - s + sqrt((s-3)^2 + 24 s)) / (12 s), "
+            "scale = mean / a",
+            "scale * P^-1(a, 1 - delta'), delta' = delta * finite / nonzero",
+        ),
+        FamilySpec(
+            "gpareto", True,
+            "moments of |x|: r = mean^2 / var, xi = (1 - r) / 2, sigma = mean (r + 1) / 2",
+            "sigma * (delta^-xi - 1) / xi (xi -> 0: the exponential's)",
+        ),
     )
 }
 

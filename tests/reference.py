@@ -20,11 +20,18 @@ def strided_sample(x: np.ndarray, sample_size: int) -> np.ndarray:
     return sample[np.isfinite(sample)]
 
 
-def fit(x: np.ndarray, family: str, ratio: float, dof: float | None = None, sample_size: int = 4096):
-    """Returns (center, threshold) of ``family`` fitted to the finite entries of x."""
+def fit(x: np.ndarray, family: str, ratio: float, dof: float | None = None, sample_size: int = 4096,
+        folded: bool = False):
+    """Returns (center, threshold) of ``family`` fitted to the finite entries of x.
+
+    ``folded``: x are magnitudes and the family is folded at 0 (centre 0, scale about 0), as the
+    later peaks-over-threshold stages fit it.
+    """
     values = np.asarray(x, dtype=np.float64).reshape(-1)
     finite = values[np.isfinite(values)]
     sample = strided_sample(values, sample_size)
+    if folded:
+        return 0.0, _folded_threshold(finite, sample, family, ratio, dof)
     if family == "normal":
         return finite.mean(), stats.norm.isf(ratio / 2, scale=finite.std())
     if family == "laplace":
@@ -43,7 +50,57 @@ def fit(x: np.ndarray, family: str, ratio: float, dof: float | None = None, samp
         return finite.mean(), stats.t.isf(ratio / 2, dof, scale=scale)
     if family == "exponential":
         return 0.0, stats.expon.isf(ratio, scale=np.mean(np.abs(finite)))
+    if family == "gamma":
+        magnitudes = np.abs(finite[finite != 0])
+        s = np.log(magnitudes.mean()) - np.log(magnitudes).mean()
+        shape = (3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
+        tail = min(1.0, ratio * finite.size / magnitudes.size)
+        return 0.0, stats.gamma.isf(tail, shape, scale=magnitudes.mean() / shape)
+    if family == "gpareto":
+        magnitudes = np.abs(finite)
+        r = magnitudes.mean() ** 2 / magnitudes.var()
+        return 0.0, stats.genpareto.isf(ratio, (1 - r) / 2, scale=magnitudes.mean() * (r + 1) / 2)
     raise ValueError(family)
+
+
+def _folded_threshold(e: np.ndarray, sample: np.ndarray, family: str, ratio: float, dof: float | None) -> float:
+    """Threshold of the family folded at 0 fitted to magnitudes e: P(|X| >= t) = ratio."""
+    if family == "normal":
+        return stats.norm.isf(ratio / 2, scale=np.sqrt(np.mean(e**2)))
+    if family == "laplace":
+        return stats.laplace.isf(ratio / 2, scale=np.mean(e))
+    if family == "cauchy":
+        return stats.cauchy.isf(ratio / 2, scale=np.quantile(sample, 0.5))
+    if family == "student_t":
+        variance = np.mean(e**2)
+        if dof is None:
+            excess = np.mean(e**4) / variance**2 - 3
+            dof = 4 + 6 / excess if excess > 0 else np.inf
+        if np.isinf(dof):
+            return stats.norm.isf(ratio / 2, scale=np.sqrt(variance))
+        return stats.t.isf(ratio / 2, dof, scale=np.sqrt(variance * (dof - 2) / dof))
+    return fit(e, family, ratio, sample_size=sample.size)[1]
+
+
+def multi_stage(x: np.ndarray, family: str, ratio: float, stages: int, dof: float | None = None,
+                sample_size: int = 4096) -> tuple[float, float]:
+    """Peaks over threshold, as sparsify(stages=...) documents it: (center, final threshold)."""
+    compute = x.dtype.type
+    center, threshold = fit(x, family, ratio ** (1 / stages), dof, sample_size)
+    center, threshold = float(compute(center)), float(compute(threshold))
+    flat = x.reshape(-1)
+    target = ratio * flat.size
+    for left in range(stages - 1, 0, -1):
+        kept = flat[selection_mask(flat, center, threshold)]
+        if kept.size <= target:
+            break
+        excess = np.abs(kept.astype(np.float64) - center) - threshold
+        excess = excess[np.isfinite(excess)]
+        _, step = fit(excess, family, (target / kept.size) ** (1 / left), dof, sample_size, folded=True)
+        if not step > 0:
+            break
+        threshold = float(compute(threshold + step))
+    return center, threshold
 
 
 def selection_mask(x: np.ndarray, center: float, threshold: float) -> np.ndarray:

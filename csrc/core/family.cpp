@@ -5,7 +5,7 @@
 namespace distq {
 
 const std::vector<std::string>& family_names() {
-  static const std::vector<std::string> names = {"normal", "laplace", "cauchy", "student_t", "exponential"};
+  static const std::vector<std::string> names = {"normal", "laplace", "cauchy", "student_t", "exponential", "gamma", "gpareto"};
   return names;
 }
 
@@ -19,6 +19,8 @@ Family parse_family(const std::string& name) {
   throw std::invalid_argument("distq: unknown distribution '" + name + "'; expected one of: " + known);
 }
 
-bool is_magnitude_family(Family family) { return family == Family::kExponential; }
+bool is_magnitude_family(Family family) {
+  return family == Family::kExponential || family == Family::kGamma || family == Family::kGeneralizedPareto;
+}
 
 }  // namespace distq

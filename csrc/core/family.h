@@ -8,7 +8,7 @@
 
 namespace distq {
 
-enum class Family { kNormal, kLaplace, kCauchy, kStudentT, kExponential };
+enum class Family { kNormal, kLaplace, kCauchy, kStudentT, kExponential, kGamma, kGeneralizedPareto };
 
 // Parses a family name; throws std::invalid_argument listing the known names otherwise.
 Family parse_family(const std::string& name);
@@ -19,9 +19,13 @@ const std::vector<std::string>& family_names();
 bool is_magnitude_family(Family family);
 
 struct FamilyParams {
-  double ratio = 0.01;      // target kept fraction, in (0, 1]
-  double dof = 0.0;         // Student-t degrees of freedom; 0 = estimate from the kurtosis
+  double ratio = 0.01;         // target kept fraction, in (0, 1]
+  double dof = 0.0;            // Student-t degrees of freedom; 0 = estimate from the kurtosis
   int64_t sample_size = 4096;  // strided sample for medians and quantiles
+  int64_t stages = 1;          // peaks-over-threshold stages (1 = a single fit)
+  // Fit the family folded at 0 (centre fixed at 0, scale from moments about 0): what later
+  // stages do with the excesses over the previous threshold, which are magnitudes.
+  bool center_at_zero = false;
 };
 
 }  // namespace distq

@@ -21,31 +21,33 @@ double shift_for(const void* x, int64_t n, DType dtype) {
 Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params) {
   Fit result;
   const double ratio = params.ratio;
+  const bool folded = params.center_at_zero;
   switch (family) {
     case Family::kNormal: {
-      const double shift = shift_for(x, n, dtype);
+      const double shift = folded ? 0.0 : shift_for(x, n, dtype);
       const Moments m = compute_moments(x, n, dtype, shift, MomentSet::kSecond);
-      result.center = shift + m.mean();
-      result.scale = std::sqrt(m.central2());
+      result.center = folded ? 0.0 : shift + m.mean();
+      result.scale = std::sqrt(folded ? m.sum2 / m.count : m.central2());
       result.threshold = result.scale * normal_multiplier(ratio);
       break;
     }
     case Family::kStudentT: {
-      const double shift = shift_for(x, n, dtype);
+      const double shift = folded ? 0.0 : shift_for(x, n, dtype);
       const bool estimate = params.dof <= 0;
       const Moments m = compute_moments(x, n, dtype, shift, estimate ? MomentSet::kFourth : MomentSet::kSecond);
-      const double variance = m.central2();
-      result.center = shift + m.mean();
-      result.dof = estimate ? dof_from_kurtosis(variance, m.central4()) : params.dof;
+      const double variance = folded ? m.sum2 / m.count : m.central2();
+      result.center = folded ? 0.0 : shift + m.mean();
+      const double central4 = folded ? m.sum4 / m.count : m.central4();
+      result.shape = estimate ? dof_from_kurtosis(variance, central4) : params.dof;
       // Moment matching: Var = s^2 nu / (nu - 2).
-      const double variance_factor = std::isinf(result.dof) ? 1.0 : (result.dof - 2.0) / result.dof;
+      const double variance_factor = std::isinf(result.shape) ? 1.0 : (result.shape - 2.0) / result.shape;
       result.scale = std::sqrt(variance * variance_factor);
-      result.threshold = result.scale * student_t_multiplier(ratio, result.dof);
+      result.threshold = result.scale * student_t_multiplier(ratio, result.shape);
       break;
     }
     case Family::kLaplace: {
       std::vector<double> sample = strided_sample(x, n, dtype, params.sample_size);
-      result.center = sample.empty() ? 0.0 : sample_quantile(sample, 0.5);
+      result.center = sample.empty() || folded ? 0.0 : sample_quantile(sample, 0.5);
       // Given the centre, the maximum-likelihood b is the mean absolute deviation about it.
       const Moments m = compute_moments(x, n, dtype, result.center, MomentSet::kAbsolute);
       result.scale = m.sum_abs / m.count;
@@ -54,9 +56,14 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
     }
     case Family::kCauchy: {
       std::vector<double> sample = strided_sample(x, n, dtype, params.sample_size);
-      result.center = sample.empty() ? 0.0 : sample_quantile(sample, 0.5);
-      // Half the interquartile range is the Cauchy scale gamma.
-      result.scale = 0.5 * (sample_quantile(sample, 0.75) - sample_quantile(sample, 0.25));
+      if (folded) {
+        // Folded at 0 the data are magnitudes: their median is the half-IQR of the symmetric law.
+        result.scale = sample_quantile(sample, 0.5);
+      } else {
+        result.center = sample.empty() ? 0.0 : sample_quantile(sample, 0.5);
+        // Half the interquartile range is the Cauchy scale gamma.
+        result.scale = 0.5 * (sample_quantile(sample, 0.75) - sample_quantile(sample, 0.25));
+      }
       result.threshold = result.scale * cauchy_multiplier(ratio);
       break;
     }
@@ -64,6 +71,26 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
       const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kAbsolute);
       result.scale = m.sum_abs / m.count;
       result.threshold = result.scale * exponential_multiplier(ratio);
+      break;
+    }
+    case Family::kGamma: {
+      // Fitted to the nonzero magnitudes (ln 0 has no place in the fit), so the tail ratio is
+      // taken relative to them: ratio * finite / nonzero.
+      const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kLogAbsolute);
+      const double mean = m.sum_abs / m.nonzero;
+      result.shape = gamma_shape(std::log(mean) - m.sum_log / m.nonzero);
+      result.scale = mean / result.shape;
+      result.threshold = result.scale * gamma_multiplier(std::min(1.0, ratio * m.count / m.nonzero), result.shape);
+      break;
+    }
+    case Family::kGeneralizedPareto: {
+      // Method of moments on magnitudes: r = mean^2 / var, xi = (1 - r) / 2, sigma = mean (r + 1) / 2.
+      const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kAbsolute);
+      const double mean = m.sum_abs / m.count;
+      const double r = mean * mean / (m.sum2 / m.count - mean * mean);
+      result.shape = 0.5 * (1.0 - r);
+      result.scale = 0.5 * mean * (r + 1.0);
+      result.threshold = result.scale * gpareto_multiplier(ratio, result.shape);
       break;
     }
   }

@@ -16,7 +16,7 @@ namespace distq {
 struct Fit {
   double center = 0;     // selection is |x - center| >= threshold
   double scale = 0;      // the family's scale constant (sigma, b, gamma, s or mu)
-  double dof = 0;        // Student-t degrees of freedom used (fixed or estimated); 0 otherwise
+  double shape = 0;      // Student-t dof, gamma shape a or generalized-Pareto xi; 0 for the others
   double threshold = 0;
 };
 
@@ -28,8 +28,20 @@ DISTQ_HOST_DEVICE inline double cauchy_multiplier(double ratio) { return 1.0 / t
 DISTQ_HOST_DEVICE inline double student_t_multiplier(double ratio, double dof) {
   return student_t_upper_quantile(0.5 * ratio, dof);
 }
-// One-sided on magnitudes: P(|X| >= mu * m) = ratio.
+// One-sided on magnitudes: P(|X| >= scale * m) = ratio.
 DISTQ_HOST_DEVICE inline double exponential_multiplier(double ratio) { return -log(ratio); }
+DISTQ_HOST_DEVICE inline double gamma_multiplier(double ratio, double shape) { return gamma_upper_quantile(ratio, shape); }
+// (ratio^-xi - 1) / xi, which tends to the exponential's -ln(ratio) as xi -> 0.
+DISTQ_HOST_DEVICE inline double gpareto_multiplier(double ratio, double xi) {
+  return fabs(xi) < 1e-9 ? -log(ratio) : expm1(-xi * log(ratio)) / xi;
+}
+
+// Minka's closed-form approximation of the gamma shape from s = ln(mean) - mean(ln): the
+// maximum-likelihood shape without iterating.
+DISTQ_HOST_DEVICE inline double gamma_shape(double log_mean_minus_mean_log) {
+  const double s = log_mean_minus_mean_log;
+  return (3.0 - s + sqrt((s - 3.0) * (s - 3.0) + 24.0 * s)) / (12.0 * s);
+}
 
 // Degrees of freedom whose excess kurtosis 6 / (nu - 4) matches the tensor's; infinite (the
 // normal limit) when the tensor is not heavier-tailed than a normal.

@@ -31,6 +31,8 @@ Moments& Moments::operator+=(const Moments& other) {
   sum3 += other.sum3;
   sum4 += other.sum4;
   sum_abs += other.sum_abs;
+  sum_log += other.sum_log;
+  nonzero += other.nonzero;
   return *this;
 }
 
@@ -44,17 +46,26 @@ constexpr int64_t kBlock = 1024;
 template <typename C, int kBytes, MomentSet kSet, bool kMaskNonFinite>
 struct VectorSums {
   using V = typename Vec<C, kBytes>::type;
-  V count{}, s1{}, s2{}, s3{}, s4{}, s_abs{};
+  using Mask = typename Vec<C, kBytes>::mask;
+  V count{}, s1{}, s2{}, s3{}, s4{}, s_abs{}, s_log{}, nonzero{};
 
   DISTQ_ALWAYS_INLINE void add(V v, V shift) {
     V d = v - shift;
     if constexpr (kMaskNonFinite) {
       const auto finite = abs_vec(v) <= std::numeric_limits<C>::max();  // false for NaN, +-Inf
       d = finite ? d : V{};
+      v = finite ? v : V{};
       count += finite ? V{} + 1 : V{};
     }
-    if constexpr (kSet == MomentSet::kAbsolute) {
+    if constexpr (kSet == MomentSet::kLogAbsolute) {
+      const V magnitude = abs_vec(v);
+      const auto positive = magnitude > 0;
+      nonzero += positive ? V{} + 1 : V{};
+      s_abs += magnitude;
+      s_log += positive ? log_vec<V, Mask>(positive ? magnitude : V{} + 1) : V{};
+    } else if constexpr (kSet == MomentSet::kAbsolute) {
       s_abs += abs_vec(d);
+      s2 += d * d;
     } else {
       const V d2 = d * d;
       s1 += d;
@@ -73,6 +84,8 @@ struct VectorSums {
     block.sum3 += sum_lanes(s3);
     block.sum4 += sum_lanes(s4);
     block.sum_abs += sum_lanes(s_abs);
+    block.sum_log += sum_lanes(s_log);
+    block.nonzero += sum_lanes(nonzero);
   }
 };
 
@@ -80,9 +93,18 @@ struct VectorSums {
 template <MomentSet kSet, bool kMaskNonFinite>
 DISTQ_ALWAYS_INLINE void add_scalar(Moments& block, double v, double shift) {
   if (kMaskNonFinite && !std::isfinite(v)) return;
-  const double d = v - shift;
   block.count += kMaskNonFinite ? 1 : 0;
-  block.sum += d;
+  if (kSet == MomentSet::kLogAbsolute) {
+    const double magnitude = std::fabs(v);
+    block.sum_abs += magnitude;
+    if (magnitude > 0) {
+      block.nonzero += 1;
+      block.sum_log += std::log(magnitude);
+    }
+    return;
+  }
+  const double d = v - shift;
+  block.sum += kSet == MomentSet::kAbsolute ? 0 : d;
   block.sum2 += d * d;
   block.sum3 += kSet == MomentSet::kFourth ? d * d * d : 0;
   block.sum4 += kSet == MomentSet::kFourth ? d * d * d * d : 0;
@@ -144,7 +166,7 @@ Moments moments_parallel(const T* x, int64_t n, double shift) {
 template <MomentSet kSet, typename T>
 Moments moments_of(const T* x, int64_t n, double shift) {
   const Moments fast = moments_parallel<kSet, false>(x, n, shift);
-  const double probe = kSet == MomentSet::kAbsolute ? fast.sum_abs : fast.sum + fast.sum2 + fast.sum4;
+  const double probe = fast.sum + fast.sum2 + fast.sum4 + fast.sum_abs + fast.sum_log;
   if (std::isfinite(probe)) return fast;
   return moments_parallel<kSet, true>(x, n, shift);
 }
@@ -159,6 +181,7 @@ Moments compute_moments(const void* x, int64_t n, DType dtype, double shift, Mom
       case MomentSet::kSecond: return moments_of<MomentSet::kSecond>(data, n, shift);
       case MomentSet::kFourth: return moments_of<MomentSet::kFourth>(data, n, shift);
       case MomentSet::kAbsolute: return moments_of<MomentSet::kAbsolute>(data, n, shift);
+      case MomentSet::kLogAbsolute: return moments_of<MomentSet::kLogAbsolute>(data, n, shift);
     }
     return Moments{};
   });

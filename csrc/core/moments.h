@@ -11,7 +11,8 @@ namespace distq {
 enum class MomentSet {
   kSecond,  // count, sum d, sum d^2
   kFourth,  // ... plus sum d^3, sum d^4 (kurtosis)
-  kAbsolute,  // count, sum |d|
+  kAbsolute,  // count, sum |d|, sum d^2
+  kLogAbsolute,  // count, and over the nonzero entries: their number, sum |x|, sum ln |x| (shift ignored)
 };
 
 // Sums of d = x - shift over the finite elements of x (NaN and Inf are left out and counted
@@ -24,6 +25,8 @@ struct Moments {
   double sum3 = 0;
   double sum4 = 0;
   double sum_abs = 0;
+  double sum_log = 0;  // kLogAbsolute: sum of ln |x| over the nonzero entries
+  double nonzero = 0;  // kLogAbsolute: number of nonzero finite entries
 
   double mean() const { return sum / count; }
   double central2() const;

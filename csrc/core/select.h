@@ -24,6 +24,13 @@ class Selection {
   void write_indices(int64_t* indices) const;
   void write_values(void* values) const;
 
+  // |x[i] - center| - threshold over the finite selected entries: the excesses a later
+  // peaks-over-threshold stage fits.
+  std::vector<double> excesses(double center, double threshold) const;
+  // Drops the selected entries with |x[i] - center| < threshold (compared in the compute type);
+  // with a higher threshold than the selection's, the result is the selection at that threshold.
+  void retain(double center, double threshold);
+
  private:
   template <typename Index>
   void write_indices_as(Index* indices) const;

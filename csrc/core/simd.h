@@ -89,12 +89,67 @@ DISTQ_ALWAYS_INLINE V abs_vec(V v) {
   return v < 0 ? -v : v;
 }
 
+// Natural log of positive normal lanes, as vector arithmetic (no libm call per element): split
+// v = m * 2^e with m in [sqrt(1/2), sqrt(2)), then ln m = 2 atanh(z), z = (m - 1) / (m + 1), |z| < 0.172,
+// by its series to z^11 (relative error below 1e-9, far under float's rounding).
+template <typename V, typename Mask>
+DISTQ_ALWAYS_INLINE V log_vec(V v) {
+  using C = std::remove_reference_t<decltype(v[0])>;
+  constexpr int kMantissaBits = sizeof(C) == 8 ? 52 : 23;
+  constexpr int64_t kBias = sizeof(C) == 8 ? 1023 : 127;
+  const V one = V{} + 1;
+  const Mask bits = load_bytes<Mask>(&v);
+  const Mask mantissa_mask = Mask{} + ((static_cast<int64_t>(1) << kMantissaBits) - 1);
+  const Mask m_bits = (bits & mantissa_mask) | load_bytes<Mask>(&one);
+  V m = load_bytes<V>(&m_bits);
+  V e = __builtin_convertvector((bits >> kMantissaBits) - kBias, V);
+  const auto big = m > C(1.4142135623730951);
+  m = big ? m * C(0.5) : m;
+  e = big ? e + 1 : e;
+  const V z = (m - 1) / (m + 1);
+  const V z2 = z * z;
+  const V series = 1 + z2 * (C(1) / 3 + z2 * (C(1) / 5 + z2 * (C(1) / 7 + z2 * (C(1) / 9 + z2 * (C(1) / 11)))));
+  return e * C(0.6931471805599453) + 2 * z * series;
+}
+
 template <typename V>
 DISTQ_ALWAYS_INLINE double sum_lanes(V v) {
   double total = 0;
   for (int j = 0; j < static_cast<int>(sizeof(V) / sizeof(v[0])); ++j) total += v[j];
   return total;
 }
+
+// Bit l set when lane l of a comparison mask is true (lanes are all-ones or zero).
+template <typename Mask>
+DISTQ_ALWAYS_INLINE uint32_t lane_bits(Mask mask) {
+  uint32_t bits = 0;
+  for (int l = 0; l < static_cast<int>(sizeof(Mask) / sizeof(mask[0])); ++l) bits |= (mask[l] & 1u) << l;
+  return bits;
+}
+
+#if DISTQ_X86_CLONES
+// movmskps/movmskpd instead of a lane loop; a 32-byte mask is read as its two 16-byte halves.
+using i32x4_t = VectorType<int32_t, 16>::type;
+using i64x2_t = VectorType<int64_t, 16>::type;
+DISTQ_ALWAYS_INLINE uint32_t lane_bits(i32x4_t mask) {
+  return static_cast<uint32_t>(__builtin_ia32_movmskps(load_bytes<VectorType<float, 16>::type>(&mask)));
+}
+DISTQ_ALWAYS_INLINE uint32_t lane_bits(i64x2_t mask) {
+  return static_cast<uint32_t>(__builtin_ia32_movmskpd(load_bytes<VectorType<double, 16>::type>(&mask)));
+}
+template <typename Half, typename Mask>
+DISTQ_ALWAYS_INLINE uint32_t lane_bits_by_halves(Mask mask) {
+  const Half low = load_bytes<Half>(&mask);
+  const Half high = load_bytes<Half>(reinterpret_cast<const char*>(&mask) + sizeof(Half));
+  return lane_bits(low) | lane_bits(high) << (sizeof(Half) / sizeof(low[0]));
+}
+DISTQ_ALWAYS_INLINE uint32_t lane_bits(VectorType<int32_t, 32>::type mask) {
+  return lane_bits_by_halves<i32x4_t>(mask);
+}
+DISTQ_ALWAYS_INLINE uint32_t lane_bits(VectorType<int64_t, 32>::type mask) {
+  return lane_bits_by_halves<i64x2_t>(mask);
+}
+#endif
 
 // Vector width of each build.
 constexpr int kPortableBytes = 16;

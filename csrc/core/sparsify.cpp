@@ -1,5 +1,6 @@
 #include "sparsify.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -15,6 +16,9 @@ void validate(const FamilyParams& params) {
     throw std::invalid_argument("distq: student_t dof must be > 2 (finite variance) or 0 to estimate it, got " +
                                 std::to_string(params.dof));
   }
+  if (params.stages < 1) {
+    throw std::invalid_argument("distq: stages must be at least 1, got " + std::to_string(params.stages));
+  }
   if (params.sample_size <= 0) {
     throw std::invalid_argument("distq: sample_size must be positive, got " + std::to_string(params.sample_size));
   }
@@ -27,12 +31,32 @@ double to_compute_type(double value, DType dtype) {
 
 }  // namespace
 
+// Peaks over threshold (SIDCo), without the bugs of its public code: stage 1 fits the tensor at
+// ratio^(1/stages) and selects; each later stage fits the family, folded at 0, to the excesses
+// of the entries still selected over the current threshold, at the ratio that takes the count
+// still selected to the target in the stages left (so a stage that kept too many is corrected by
+// the next), and raises the threshold by that quantile. One pass over the tensor for the fit and
+// one for the selection; later stages read only the entries still selected.
 Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params) {
   validate(params);
-  Fit fitted = fit(x, n, dtype, family, params);
+  FamilyParams stage = params;
+  stage.ratio = std::pow(params.ratio, 1.0 / static_cast<double>(params.stages));
+  Fit fitted = fit(x, n, dtype, family, stage);
   fitted.center = to_compute_type(fitted.center, dtype);
   fitted.threshold = to_compute_type(fitted.threshold, dtype);
   Selection selection(x, n, dtype, fitted.center, fitted.threshold);
+  const double target = params.ratio * static_cast<double>(n);
+  stage.center_at_zero = true;
+  for (int64_t left = params.stages - 1; left > 0 && selection.size() > target; --left) {
+    const std::vector<double> excess = selection.excesses(fitted.center, fitted.threshold);
+    stage.ratio = std::pow(target / static_cast<double>(selection.size()), 1.0 / static_cast<double>(left));
+    const Fit tail = fit(excess.data(), static_cast<int64_t>(excess.size()), DType::kFloat64, family, stage);
+    if (!(tail.threshold > 0)) break;  // a degenerate tail: keep what the last stage selected
+    fitted.threshold = to_compute_type(fitted.threshold + tail.threshold, dtype);
+    fitted.scale = tail.scale;
+    fitted.shape = tail.shape;
+    selection.retain(fitted.center, fitted.threshold);
+  }
   return Sparsified{fitted, std::move(selection)};
 }
 

@@ -28,7 +28,7 @@ DType core_dtype(const at::Tensor& x) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sparsify_cpu(const at::Tensor& input, double ratio,
                                                                         c10::string_view distribution, double dof,
-                                                                        int64_t sample_size) {
+                                                                        int64_t sample_size, int64_t stages) {
   TORCH_CHECK(input.device().is_cpu(), "distq.sparsify: the CPU kernel got a tensor on ", input.device());
   const DType dtype = core_dtype(input);
   const at::Tensor x = input.contiguous();
@@ -37,6 +37,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sparsify_cpu(const at
   params.ratio = ratio;
   params.dof = dof;
   params.sample_size = sample_size;
+  params.stages = stages;
   try {
     const Sparsified result = sparsify(x.data_ptr(), n, dtype, parse_family(std::string(distribution)), params);
     const int64_t k = result.selection.size();
@@ -59,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sparsify_cpu(const at
 }
 
 TORCH_LIBRARY(distq, m) {
-  m.def("sparsify(Tensor x, float ratio, str distribution, float dof, int sample_size) -> "
+  m.def("sparsify(Tensor x, float ratio, str distribution, float dof, int sample_size, int stages) -> "
         "(Tensor indices, Tensor values, Tensor threshold, Tensor center)");
 }
 

@@ -78,7 +78,8 @@ def run(sizes: tuple[int, ...] = SIZES, ratios: tuple[float, ...] = RATIOS, repe
 
 
 def report(records: list[dict]) -> str:
-    lines = [f"{'n':>10} {'ratio':>6} {'method':<24} {'median ms':>10} {'x read':>8} {'vs topk':>8} {'kept/target':>11}"]
+    lines = [f"{'n':>10} {'ratio':>6} {'method':<24} {'median ms':>10} {'x read':>8} {'vs topk':>8} "
+             f"{'kept/target':>11}"]
     for record in records:
         topk = next(r for r in records if r["n"] == record["n"] and r["ratio"] == record["ratio"]
                     and r["method"] == "torch.topk")

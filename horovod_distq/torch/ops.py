@@ -33,6 +33,7 @@ def sparsify(
     ratio: float,
     distribution: str = "normal",
     *,
+    stages: int = 1,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     **family_params: Any,
 ) -> SparseSelection:
@@ -44,10 +45,17 @@ def sparsify(
     tensors), so NaN and Inf are always selected and zeros never are. A pure function: it keeps
     no history.
 
+    With ``stages > 1`` the threshold is refined by peaks over threshold (SIDCo): stage 1 fits the
+    tensor at ``ratio ** (1 / stages)``; each later stage fits the family, folded at 0, to the
+    excesses of the entries still selected over the current threshold, at the ratio that takes
+    their count to the target in the stages left, and raises the threshold by that quantile.
+    The result is still exactly the entries beyond the final threshold.
+
     Args:
         tensor: float32, float64, float16 or bfloat16 tensor of any shape and layout.
         ratio: target fraction of entries to select, in (0, 1].
         distribution: a family of ``horovod_distq.FAMILIES``.
+        stages: number of peaks-over-threshold stages (1 = a single fit).
         sample_size: strided sample size for medians and quartiles (laplace, cauchy).
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
@@ -66,7 +74,9 @@ def sparsify(
     arguments = family_arguments(distribution, **family_params)
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise ValueError(f"stages must be a positive integer, got {stages!r}")
     indices, values, threshold, center = torch.ops.distq.sparsify(
-        tensor, float(ratio), distribution, arguments["dof"], int(sample_size)
+        tensor, float(ratio), distribution, arguments["dof"], int(sample_size), stages
     )
     return SparseSelection(indices, values, threshold, center)

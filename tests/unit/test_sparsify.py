@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 import horovod_distq
 from horovod_distq.torch import sparsify
@@ -26,9 +27,9 @@ def as_numpy(x: torch.Tensor) -> np.ndarray:
     return x.double().numpy() if x.dtype == torch.float64 else x.float().numpy()
 
 
-def check_against_reference(x: torch.Tensor, ratio: float, family: str, **params) -> None:
-    result = sparsify(x, ratio, family, **params)
-    center, threshold = reference.fit(as_numpy(x), family, ratio, dof=params.get("dof"))
+def check_against_reference(x: torch.Tensor, ratio: float, family: str, stages: int = 1, **params) -> None:
+    result = sparsify(x, ratio, family, stages=stages, **params)
+    center, threshold = reference.multi_stage(as_numpy(x), family, ratio, stages, dof=params.get("dof"))
     assert float(result.threshold) == pytest.approx(threshold, rel=1e-5)
     # The centre is judged on the scale of the spread: a mean near 0 has no meaningful relative error.
     assert float(result.center) == pytest.approx(center, rel=1e-5, abs=1e-6 * threshold)
@@ -45,6 +46,21 @@ def check_against_reference(x: torch.Tensor, ratio: float, family: str, **params
 def test_matches_reference(family: str, dtype: torch.dtype, ratio: float) -> None:
     # 2^18 entries: several chunks, so the multithreaded reduction and selection are exercised.
     check_against_reference(gradient_like(1 << 18, dtype), ratio, family)
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("ratio", [0.01, 0.001])
+def test_multi_stage_matches_reference(family: str, ratio: float, stages: int) -> None:
+    check_against_reference(gradient_like(1 << 18, torch.float32, seed=3), ratio, family, stages=stages)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_multi_stage_gets_closer_to_the_target_on_heavy_tails(family: str) -> None:
+    x = gradient_like(1 << 20, torch.float32, seed=4)
+    target = 0.001 * x.numel()
+    errors = [abs(sparsify(x, 0.001, family, stages=s).indices.numel() / target - 1) for s in (1, 3)]
+    assert errors[1] <= max(errors[0], 0.2), errors
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -75,6 +91,9 @@ def test_achieves_ratio_on_its_own_distribution(family: str) -> None:
         "cauchy": lambda n: generator.standard_cauchy(n) * 2.0 + 0.5,
         "student_t": lambda n: generator.standard_t(5, n) * 2.0 + 0.5,
         "exponential": lambda n: generator.exponential(2.0, n) * generator.choice([-1, 1], n),
+        "gamma": lambda n: generator.gamma(0.5, 2.0, n) * generator.choice([-1, 1], n),
+        "gpareto": lambda n: stats.genpareto.rvs(0.2, scale=2.0, size=n, random_state=generator)
+        * generator.choice([-1, 1], n),
     }[family]
     x = torch.from_numpy(draw(1_000_000))
     kept = sparsify(x, 0.01, family).indices.numel()
@@ -146,6 +165,11 @@ class TestBadInput:
     def test_parameter_of_another_family(self) -> None:
         with pytest.raises(TypeError, match="takes no parameters"):
             sparsify(torch.randn(10), 0.1, "normal", dof=5)
+
+    @pytest.mark.parametrize("stages", [0, -1, 1.5, True])
+    def test_bad_stages(self, stages) -> None:
+        with pytest.raises(ValueError, match="stages"):
+            sparsify(torch.randn(10), 0.1, stages=stages)
 
     def test_scalar_tensor(self) -> None:
         result = sparsify(torch.tensor(3.0), 1.0)

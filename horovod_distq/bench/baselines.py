@@ -30,5 +30,5 @@ def torch_topk(x: torch.Tensor, ratio: float) -> SparseSelection:
 class TopK(DistQ):
     """DistQ's exchange and error feedback with an exact ``torch.topk`` selection instead of a fit."""
 
-    def select(self, tensor: torch.Tensor) -> SparseSelection:
+    def select(self, tensor: torch.Tensor, name: str) -> SparseSelection:
         return torch_topk(tensor, self.config.ratio)

@@ -9,6 +9,7 @@ import horovod.torch as hvd
 import torch
 
 from horovod_distq.config import DistQConfig
+from horovod_distq.control import RatioController
 from horovod_distq.stats import TensorStats
 from horovod_distq.torch._caller import horovod_parameter_name
 from horovod_distq.torch.encoding import encode
@@ -50,6 +51,10 @@ class DistQ:
         value_encoding: how values travel: "auto" (the gradient's dtype), "float32", "float16",
             "bfloat16" or "sign" (sign in the index, one scale per sign); see
             ``horovod_distq.VALUE_ENCODINGS``. With error feedback the encoding error stays in the residual.
+        stages: peaks-over-threshold stages of the fit (see :func:`sparsify`).
+        closed_loop: per tensor, correct the ratio fed to the fit from the ratio it achieved in
+            earlier steps (:class:`horovod_distq.RatioController`), so the achieved ratio converges
+            to ``ratio`` over a few steps. Costs no pass over the tensor.
         process_set: the process set the optimizer uses (Horovod does not tell compressors).
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
@@ -70,6 +75,8 @@ class DistQ:
         min_numel: int = 1024,
         sample_size: int = 4096,
         value_encoding: str = "auto",
+        stages: int = 1,
+        closed_loop: bool = True,
         process_set: hvd.ProcessSet = hvd.global_process_set,
         **family_params: Any,
     ) -> None:
@@ -80,9 +87,12 @@ class DistQ:
             min_numel=min_numel,
             sample_size=sample_size,
             value_encoding=value_encoding,
+            stages=stages,
+            closed_loop=closed_loop,
             family_params=family_params,
         )
         self.memory = ErrorFeedback()
+        self.controller = RatioController(self.config.ratio)
         self.exchange = StepExchange(process_set)
         self._stats: dict[str, TensorStats] = {}
         self._unnamed = 0
@@ -138,7 +148,9 @@ class DistQ:
             name = f"unnamed.{self._unnamed}"
             self._unnamed += 1
         selected_from = self.memory.accumulate(name, tensor) if self.config.error_feedback else tensor
-        selection = self.select(selected_from)
+        selection = self.select(selected_from, name)
+        if self.config.closed_loop:
+            self.controller.update(name, selection.indices.numel(), tensor.numel())
         pairs = encode(self.config.value_encoding, selection.indices, selection.values, tensor.dtype)
         if self.config.error_feedback:
             self.memory.keep_unsent(name, selected_from, selection.indices, pairs.decoded)
@@ -154,12 +166,14 @@ class DistQ:
         placeholder = torch.ones(1, dtype=torch.float32, device=tensor.device)
         return placeholder, _SparseContext(name, tensor.shape, tensor.dtype)
 
-    def select(self, tensor: torch.Tensor) -> SparseSelection:
-        """The entries of ``tensor`` to send: the fitted-threshold selection of :func:`sparsify`."""
+    def select(self, tensor: torch.Tensor, name: str) -> SparseSelection:
+        """The entries of gradient ``name`` to send: the fitted-threshold selection of :func:`sparsify`."""
+        ratio = self.controller.fit_ratio(name) if self.config.closed_loop else self.config.ratio
         return sparsify(
             tensor,
-            self.config.ratio,
+            ratio,
             self.config.distribution,
+            stages=self.config.stages,
             sample_size=self.config.sample_size,
             **self.config.family_params,
         )
@@ -185,9 +199,10 @@ class DistQ:
         return dense.view(ctx.shape).to(ctx.dtype)
 
     def state_dict(self) -> dict[str, Any]:
-        """Error-feedback residuals, to save beside the model and optimizer."""
-        return {"error_feedback": self.memory.state_dict()}
+        """Error-feedback residuals and closed-loop state, to save beside the model and optimizer."""
+        return {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores what :meth:`state_dict` saved."""
         self.memory.load_state_dict(state["error_feedback"])
+        self.controller.load_state_dict(state["closed_loop"])

@@ -69,9 +69,12 @@ def reference_decoded(values: np.ndarray, encoding: str) -> np.ndarray:
     return np.where(positive, scale_pos, -scale_neg).astype(np.float32)
 
 
-def selected_part(tensor: torch.Tensor, compression: DistQ) -> torch.Tensor:
-    """Dense tensor holding what the reference rule selects from ``tensor`` (as decoded), zeros elsewhere."""
-    fitted = sparsify(tensor, compression.config.ratio, compression.config.distribution)
+def selected_part(tensor: torch.Tensor, compression: DistQ, ratio: float | None = None) -> torch.Tensor:
+    """Dense tensor holding what the reference rule selects from ``tensor`` (as decoded), zeros elsewhere.
+
+    ``ratio``: the ratio the fit ran at (the closed loop's, when it is on); the target by default.
+    """
+    fitted = sparsify(tensor, ratio or compression.config.ratio, compression.config.distribution)
     flat = tensor.reshape(-1).numpy()
     mask = reference.selection_mask(flat, float(fitted.center), float(fitted.threshold))
     dense = np.zeros_like(flat)
@@ -93,7 +96,7 @@ def check_average_without_error_feedback(
     op=hvd.Average, predivide: float = 1.0, passes: int = 1, encoding: str = "auto"
 ) -> None:
     model = make_model()
-    compression = DistQ(ratio=RATIO, error_feedback=False, value_encoding=encoding)
+    compression = DistQ(ratio=RATIO, error_feedback=False, value_encoding=encoding, closed_loop=False)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.0), named_parameters=model.named_parameters(),
         compression=compression, op=op, gradient_predivide_factor=predivide, backward_passes_per_step=passes,
@@ -121,7 +124,7 @@ def check_average_without_error_feedback(
 
 def check_empty_selection_on_one_rank() -> None:
     model = make_model()
-    compression = DistQ(ratio=RATIO, error_feedback=False)
+    compression = DistQ(ratio=RATIO, error_feedback=False, closed_loop=False)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.0), named_parameters=model.named_parameters(),
         compression=compression,
@@ -171,6 +174,7 @@ def check_error_feedback_training(encoding: str = "auto") -> list[torch.Tensor]:
         raw = raw_gradients(shadow, x, y)
         before = {name: compression.memory.residual(name) for name in raw}
         before = {name: (r.clone() if r is not None else torch.zeros_like(raw[name])) for name, r in before.items()}
+        fit_ratios = {name: compression.controller.fit_ratio(name) for name in raw}
         optimizer.zero_grad()  # Horovod's zero_grad sets gradients to None under torch 2
         assert all(p.grad is None for p in model.parameters())
         loss_of(model, x, y).backward()
@@ -185,7 +189,8 @@ def check_error_feedback_training(encoding: str = "auto") -> list[torch.Tensor]:
             accumulated = raw[name] + before[name]
             residual = compression.memory.residual(name)
             sent = accumulated - residual
-            check_close(sent, selected_part(accumulated, compression), f"{name} step {step}: sent != selection")
+            expected_sent = selected_part(accumulated, compression, fit_ratios[name])
+            check_close(sent, expected_sent, f"{name} step {step}: sent != selection")
             check_close(sent + residual, accumulated, f"{name} step {step}: accumulated != sent + residual")
             stats = compression.stats[name]
             assert int((sent != 0).sum()) <= stats.selected
@@ -199,6 +204,7 @@ def check_error_feedback_training(encoding: str = "auto") -> list[torch.Tensor]:
     restored.load_state_dict(state)
     for name, residual in state["error_feedback"]["residuals"].items():
         assert torch.equal(restored.memory.residual(name), residual)
+        assert restored.controller.fit_ratio(name) == compression.controller.fit_ratio(name)
     return [p.detach().clone() for p in model.parameters()]
 
 

@@ -40,9 +40,10 @@ def test_error_feedback_keeps_what_was_not_sent() -> None:
     sent = round_trip(compression, first)
     assert torch.equal(sent + compression.memory.residual("w"), first)
     accumulated = second + compression.memory.residual("w")
+    fit_ratio = compression.controller.fit_ratio("w")  # the closed loop has moved it after step 1
     sent = round_trip(compression, second)
     assert torch.allclose(sent + compression.memory.residual("w"), accumulated)
-    assert torch.equal(sent, selected_dense(accumulated, 0.01))
+    assert torch.equal(sent, selected_dense(accumulated, fit_ratio))
 
 
 def test_stats_report_the_last_step() -> None:
@@ -96,6 +97,28 @@ def test_state_dict_round_trip() -> None:
     restored = DistQ(ratio=0.01)
     restored.load_state_dict(compression.state_dict())
     assert torch.equal(restored.memory.residual("w"), compression.memory.residual("w"))
+    assert restored.controller.fit_ratio("w") == compression.controller.fit_ratio("w") != 0.01
+
+
+def test_closed_loop_reaches_the_target_on_a_mis_specified_family() -> None:
+    # A normal fit on Student-t(3) tails keeps about 10x too many at 0.001, and its threshold grows
+    # slowly as the fit ratio falls: the loop has to find a fit ratio near 1e-10.
+    compression = DistQ(ratio=0.001, error_feedback=False)
+    torch.manual_seed(0)
+    achieved = []
+    for _ in range(10):
+        gradient = torch.distributions.StudentT(3.0).sample((1_000_000,)) * torch.rand(1)
+        round_trip(compression, gradient)
+        achieved.append(compression.stats["w"].achieved_ratio / 0.001)
+    assert achieved[0] > 3
+    assert all(abs(a - 1) < 0.1 for a in achieved[5:]), achieved
+
+
+def test_closed_loop_off_fits_at_the_target() -> None:
+    compression = DistQ(ratio=0.001, error_feedback=False, closed_loop=False)
+    gradient = torch.distributions.StudentT(3.0).sample((100_000,))
+    first = round_trip(compression, gradient)
+    assert torch.equal(round_trip(compression, gradient), first)
 
 
 def test_error_feedback_needs_a_name_outside_horovods_optimizer() -> None:
@@ -117,6 +140,7 @@ def test_adasum_is_refused() -> None:
         ({"ratio": 0.1, "distribution": "gauss"}, "unknown distribution"),
         ({"ratio": 0.1, "min_numel": -1}, "min_numel"),
         ({"ratio": 0.1, "sample_size": 0}, "sample_size"),
+        ({"ratio": 0.1, "stages": 0}, "stages"),
         ({"ratio": 0.1, "distribution": "student_t", "dof": 1}, "dof"),
     ],
 )

@@ -3,7 +3,7 @@
 PYTHON := .venv/bin/python
 HOROVODRUN := .venv/bin/horovodrun
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality
 
 setup:
 	bash scripts/setup.sh
@@ -17,3 +17,13 @@ test: setup
 
 lint: setup
 	$(PYTHON) -m ruff check horovod_distq tests examples
+
+# Benchmark suites (BENCHMARKS.md): each writes bench_results/<suite>.json and .png.
+bench-kernels: setup
+	$(PYTHON) -m horovod_distq.bench --out bench_results kernels
+
+bench-e2e: setup
+	$(PYTHON) -m horovod_distq.bench --out bench_results e2e
+
+bench-quality: setup
+	$(PYTHON) -m horovod_distq.bench --out bench_results quality

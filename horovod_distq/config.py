@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from horovod_distq.encodings import value_encoding
-from horovod_distq.families import family_arguments
+from horovod_distq.families import default_stages, family_arguments
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class DistQConfig:
         min_numel: tensors with fewer entries go dense through Horovod's allreduce.
         sample_size: size of the strided sample medians and quartiles are estimated from.
         value_encoding: how selected values travel (see ``horovod_distq.VALUE_ENCODINGS``).
-        stages: peaks-over-threshold stages of the fit (1 = a single fit).
+        stages: peaks-over-threshold stages of the fit (1 = a single fit); None: 3 for ``auto``, else 1.
         closed_loop: correct the ratio fed to the fit per tensor from the achieved ratio.
         family_params: the family's keyword parameters (``dof`` for ``student_t``).
 
@@ -36,7 +36,7 @@ class DistQConfig:
     min_numel: int = 1024
     sample_size: int = 4096
     value_encoding: str = "auto"
-    stages: int = 1
+    stages: int | None = None
     closed_loop: bool = True
     family_params: dict[str, Any] = field(default_factory=dict)
 
@@ -47,10 +47,15 @@ class DistQConfig:
             raise ValueError(f"min_numel must be a non-negative integer, got {self.min_numel!r}")
         if not _is_int(self.sample_size) or self.sample_size < 1:
             raise ValueError(f"sample_size must be a positive integer, got {self.sample_size!r}")
-        if not _is_int(self.stages) or self.stages < 1:
+        if self.stages is not None and (not _is_int(self.stages) or self.stages < 1):
             raise ValueError(f"stages must be a positive integer, got {self.stages!r}")
         family_arguments(self.distribution, **self.family_params)
         value_encoding(self.value_encoding)
+
+    @property
+    def fit_stages(self) -> int:
+        """The number of stages the fit runs."""
+        return default_stages(self.distribution) if self.stages is None else self.stages
 
     @property
     def core_arguments(self) -> dict[str, float]:

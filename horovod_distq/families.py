@@ -60,6 +60,11 @@ FAMILIES: dict[str, FamilySpec] = {
             "moments of |x|: r = mean^2 / var, xi = (1 - r) / 2, sigma = mean (r + 1) / 2",
             "sigma * (delta^-xi - 1) / xi (xi -> 0: the exponential's)",
         ),
+        FamilySpec(
+            "auto", True,
+            "gamma fitted to the magnitudes (stage 1), generalized Pareto fitted to the excesses (later stages)",
+            "the gamma's at stage 1, raised by the generalized Pareto's quantile at each later stage",
+        ),
     )
 }
 
@@ -96,3 +101,11 @@ def family_arguments(distribution: str, **params: Any) -> dict[str, float]:
     if isinstance(dof, bool) or not isinstance(dof, (int, float)) or not math.isfinite(dof) or dof <= 2:
         raise ValueError(f"student_t dof must be a finite number > 2 (finite variance) or None, got {dof!r}")
     return {"dof": float(dof)}
+
+
+AUTO_STAGES = 3
+
+
+def default_stages(distribution: str) -> int:
+    """Stages used when none are given: 3 for ``auto`` (its tail family fits the later stages), else 1."""
+    return AUTO_STAGES if distribution == "auto" else 1

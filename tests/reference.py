@@ -86,17 +86,22 @@ def multi_stage(x: np.ndarray, family: str, ratio: float, stages: int, dof: floa
                 sample_size: int = 4096) -> tuple[float, float]:
     """Peaks over threshold, as sparsify(stages=...) documents it: (center, final threshold)."""
     compute = x.dtype.type
-    center, threshold = fit(x, family, ratio ** (1 / stages), dof, sample_size)
+    body, tail = ("gamma", "gpareto") if family == "auto" else (family, family)
+    widest = ratio ** (1 / stages)
+    first = min(widest, 8 * ratio)
+    center, threshold = fit(x, body, first, dof, sample_size)
     center, threshold = float(compute(center)), float(compute(threshold))
     flat = x.reshape(-1)
     target = ratio * flat.size
+    if stages > 1 and selection_mask(flat, center, threshold).sum() < target and first < widest:
+        threshold = float(compute(fit(x, body, widest, dof, sample_size)[1]))
     for left in range(stages - 1, 0, -1):
         kept = flat[selection_mask(flat, center, threshold)]
         if kept.size <= target:
             break
         excess = np.abs(kept.astype(np.float64) - center) - threshold
         excess = excess[np.isfinite(excess)]
-        _, step = fit(excess, family, (target / kept.size) ** (1 / left), dof, sample_size, folded=True)
+        _, step = fit(excess, tail, (target / kept.size) ** (1 / left), dof, sample_size, folded=True)
         if not step > 0:
             break
         threshold = float(compute(threshold + step))

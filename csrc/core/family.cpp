@@ -5,7 +5,7 @@
 namespace distq {
 
 const std::vector<std::string>& family_names() {
-  static const std::vector<std::string> names = {"normal", "laplace", "cauchy", "student_t", "exponential", "gamma", "gpareto"};
+  static const std::vector<std::string> names = {"normal", "laplace", "cauchy", "student_t", "exponential", "gamma", "gpareto", "auto"};
   return names;
 }
 
@@ -20,7 +20,11 @@ Family parse_family(const std::string& name) {
 }
 
 bool is_magnitude_family(Family family) {
-  return family == Family::kExponential || family == Family::kGamma || family == Family::kGeneralizedPareto;
+  return family == Family::kExponential || family == Family::kGamma || family == Family::kGeneralizedPareto ||
+         family == Family::kAuto;
 }
+
+Family body_family(Family family) { return family == Family::kAuto ? Family::kGamma : family; }
+Family tail_family(Family family) { return family == Family::kAuto ? Family::kGeneralizedPareto : family; }
 
 }  // namespace distq

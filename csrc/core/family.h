@@ -8,7 +8,12 @@
 
 namespace distq {
 
-enum class Family { kNormal, kLaplace, kCauchy, kStudentT, kExponential, kGamma, kGeneralizedPareto };
+enum class Family { kNormal, kLaplace, kCauchy, kStudentT, kExponential, kGamma, kGeneralizedPareto, kAuto };
+
+// "auto" is a composite: the gamma fits the body of the magnitudes (stage 1) and the generalized
+// Pareto, the limit law of excesses over a high threshold, fits the tail (every later stage).
+Family body_family(Family family);
+Family tail_family(Family family);
 
 // Parses a family name; throws std::invalid_argument listing the known names otherwise.
 Family parse_family(const std::string& name);

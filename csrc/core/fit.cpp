@@ -20,7 +20,6 @@ double shift_for(const void* x, int64_t n, DType dtype) {
 
 Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params) {
   Fit result;
-  const double ratio = params.ratio;
   const bool folded = params.center_at_zero;
   switch (family) {
     case Family::kNormal: {
@@ -28,7 +27,6 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
       const Moments m = compute_moments(x, n, dtype, shift, MomentSet::kSecond);
       result.center = folded ? 0.0 : shift + m.mean();
       result.scale = std::sqrt(folded ? m.sum2 / m.count : m.central2());
-      result.threshold = result.scale * normal_multiplier(ratio);
       break;
     }
     case Family::kStudentT: {
@@ -42,7 +40,6 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
       // Moment matching: Var = s^2 nu / (nu - 2).
       const double variance_factor = std::isinf(result.shape) ? 1.0 : (result.shape - 2.0) / result.shape;
       result.scale = std::sqrt(variance * variance_factor);
-      result.threshold = result.scale * student_t_multiplier(ratio, result.shape);
       break;
     }
     case Family::kLaplace: {
@@ -51,7 +48,6 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
       // Given the centre, the maximum-likelihood b is the mean absolute deviation about it.
       const Moments m = compute_moments(x, n, dtype, result.center, MomentSet::kAbsolute);
       result.scale = m.sum_abs / m.count;
-      result.threshold = result.scale * laplace_multiplier(ratio);
       break;
     }
     case Family::kCauchy: {
@@ -64,25 +60,24 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
         // Half the interquartile range is the Cauchy scale gamma.
         result.scale = 0.5 * (sample_quantile(sample, 0.75) - sample_quantile(sample, 0.25));
       }
-      result.threshold = result.scale * cauchy_multiplier(ratio);
       break;
     }
     case Family::kExponential: {
       const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kAbsolute);
       result.scale = m.sum_abs / m.count;
-      result.threshold = result.scale * exponential_multiplier(ratio);
       break;
     }
     case Family::kGamma: {
       // Fitted to the nonzero magnitudes (ln 0 has no place in the fit), so the tail ratio is
-      // taken relative to them: ratio * finite / nonzero.
+      // taken relative to them: ratio * finite / nonzero (threshold_at).
       const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kLogAbsolute);
       const double mean = m.sum_abs / m.nonzero;
       result.shape = gamma_shape(std::log(mean) - m.sum_log / m.nonzero);
       result.scale = mean / result.shape;
-      result.threshold = result.scale * gamma_multiplier(std::min(1.0, ratio * m.count / m.nonzero), result.shape);
+      result.fitted_fraction = m.nonzero / m.count;
       break;
     }
+    case Family::kAuto:  // resolved by sparsify() into its body and tail families
     case Family::kGeneralizedPareto: {
       // Method of moments on magnitudes: r = mean^2 / var, xi = (1 - r) / 2, sigma = mean (r + 1) / 2.
       const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kAbsolute);
@@ -90,10 +85,10 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
       const double r = mean * mean / (m.sum2 / m.count - mean * mean);
       result.shape = 0.5 * (1.0 - r);
       result.scale = 0.5 * mean * (r + 1.0);
-      result.threshold = result.scale * gpareto_multiplier(ratio, result.shape);
       break;
     }
   }
+  result.threshold = threshold_at(result, family, params.ratio);
   // No finite element: nothing to fit. A NaN threshold makes the selection keep every nonzero
   // (here: every non-finite) entry, as dense averaging would.
   if (!std::isfinite(result.center)) result.center = 0.0;

@@ -17,6 +17,7 @@ struct Fit {
   double center = 0;     // selection is |x - center| >= threshold
   double scale = 0;      // the family's scale constant (sigma, b, gamma, s or mu)
   double shape = 0;      // Student-t dof, gamma shape a or generalized-Pareto xi; 0 for the others
+  double fitted_fraction = 1;  // share of the entries the family was fitted to (gamma: the nonzero ones)
   double threshold = 0;
 };
 
@@ -50,6 +51,22 @@ DISTQ_HOST_DEVICE inline double dof_from_kurtosis(double variance, double centra
   return excess > 0 ? 4.0 + 6.0 / excess : INFINITY;
 }
 
+// The threshold of fitted constants at another ratio: the fit's statistics need not be recomputed.
+DISTQ_HOST_DEVICE inline double threshold_at(const Fit& fitted, Family family, double ratio) {
+  switch (family) {
+    case Family::kNormal: return fitted.scale * normal_multiplier(ratio);
+    case Family::kLaplace:
+    case Family::kExponential: return fitted.scale * laplace_multiplier(ratio);
+    case Family::kCauchy: return fitted.scale * cauchy_multiplier(ratio);
+    case Family::kStudentT: return fitted.scale * student_t_multiplier(ratio, fitted.shape);
+    case Family::kGamma: return fitted.scale * gamma_multiplier(fmin(1.0, ratio / fitted.fitted_fraction), fitted.shape);
+    case Family::kGeneralizedPareto:
+    case Family::kAuto: return fitted.scale * gpareto_multiplier(ratio, fitted.shape);
+  }
+  return NAN;
+}
+
+// Fits the family's constants to x[0..n) (claim 7) and sets the threshold at params.ratio (claim 8).
 Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params);
 
 }  // namespace distq

@@ -1,5 +1,6 @@
 #include "sparsify.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -29,10 +30,15 @@ double to_compute_type(double value, DType dtype) {
   return dtype == DType::kFloat64 ? value : static_cast<double>(static_cast<float>(value));
 }
 
+// Stage 1 keeps at most this many times the target, so later stages read few entries.
+constexpr double kFirstStageOverTarget = 8.0;
+
 }  // namespace
 
 // Peaks over threshold (SIDCo), without the bugs of its public code: stage 1 fits the tensor at
-// ratio^(1/stages) and selects; each later stage fits the family, folded at 0, to the excesses
+// min(ratio^(1/stages), 8 ratio) and selects (at ratio^(1/stages), from the same fit, if that kept
+// fewer than the target: error-feedback-accumulated gradients have lighter tails than any fit
+// expects); each later stage fits the family, folded at 0, to the excesses
 // of the entries still selected over the current threshold, at the ratio that takes the count
 // still selected to the target in the stages left (so a stage that kept too many is corrected by
 // the next), and raises the threshold by that quantile. One pass over the tensor for the fit and
@@ -40,17 +46,24 @@ double to_compute_type(double value, DType dtype) {
 Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params) {
   validate(params);
   FamilyParams stage = params;
-  stage.ratio = std::pow(params.ratio, 1.0 / static_cast<double>(params.stages));
-  Fit fitted = fit(x, n, dtype, family, stage);
+  stage.ratio = std::min(std::pow(params.ratio, 1.0 / static_cast<double>(params.stages)),
+                         kFirstStageOverTarget * params.ratio);
+  Fit fitted = fit(x, n, dtype, body_family(family), stage);
   fitted.center = to_compute_type(fitted.center, dtype);
   fitted.threshold = to_compute_type(fitted.threshold, dtype);
   Selection selection(x, n, dtype, fitted.center, fitted.threshold);
   const double target = params.ratio * static_cast<double>(n);
+  const double widest = std::pow(params.ratio, 1.0 / static_cast<double>(params.stages));
+  if (params.stages > 1 && selection.size() < target && stage.ratio < widest) {
+    fitted.threshold = to_compute_type(threshold_at(fitted, body_family(family), widest), dtype);
+    selection = Selection(x, n, dtype, fitted.center, fitted.threshold);
+  }
   stage.center_at_zero = true;
   for (int64_t left = params.stages - 1; left > 0 && selection.size() > target; --left) {
     const std::vector<double> excess = selection.excesses(fitted.center, fitted.threshold);
     stage.ratio = std::pow(target / static_cast<double>(selection.size()), 1.0 / static_cast<double>(left));
-    const Fit tail = fit(excess.data(), static_cast<int64_t>(excess.size()), DType::kFloat64, family, stage);
+    const Fit tail =
+        fit(excess.data(), static_cast<int64_t>(excess.size()), DType::kFloat64, tail_family(family), stage);
     if (!(tail.threshold > 0)) break;  // a degenerate tail: keep what the last stage selected
     fitted.threshold = to_compute_type(fitted.threshold + tail.threshold, dtype);
     fitted.scale = tail.scale;

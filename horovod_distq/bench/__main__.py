@@ -1,4 +1,4 @@
-"""The benchmark command: ``python -m horovod_distq.bench {kernels,e2e} [--out DIR]``.
+"""The benchmark command: ``python -m horovod_distq.bench [--out DIR] {kernels,e2e,quality}``.
 
 Each suite prints a table and writes ``DIR/<suite>.json`` and ``DIR/<suite>.png``.
 """
@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from horovod_distq.bench import e2e, kernels, plots
+from horovod_distq.bench import e2e, kernels, plots, quality
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--methods", nargs="+", default=None)
     e.add_argument("--steps", type=int, default=30)
     e.add_argument("--ratio", type=float, default=0.01)
+    q = suites.add_parser("quality", help="achieved/target of each family on real gradients")
+    q.add_argument("--models", nargs="+", default=list(quality.MODELS))
+    q.add_argument("--steps", type=int, default=240)
+    q.add_argument("--min-target", type=float, default=100,
+                   help="also summarize only tensors whose target count is at least this")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -36,6 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         records = kernels.run(tuple(args.sizes), tuple(args.ratios), args.repetitions, args.device)
         print(kernels.report(records))
         plots.kernels(records, args.out / "kernels.png")
+    elif args.suite == "quality":
+        records, snapshots = quality.run(tuple(args.models), steps=args.steps)
+        summary = {"all": quality.summarize(records), f"target>={args.min_target:g}":
+                   quality.summarize(records, args.min_target)}
+        for subset, rows in summary.items():
+            print(f"== {subset} tensors ==\n{quality.report(rows)}\n{quality.best(rows)}\n")
+        shown = next(s for s in reversed(snapshots) if s.model == "char_transformer" and s.mode == "raw"
+                     and s.tensor.endswith("linear1.weight")) if "char_transformer" in args.models else snapshots[-1]
+        plots.quality(shown, records, args.out / "quality.png")
+        records = summary
     else:
         try:
             records = e2e.run(tuple(args.bandwidths), tuple(args.models), args.methods, args.steps, args.ratio)

@@ -19,7 +19,7 @@ from horovod_distq.bench.baselines import TopK
 from horovod_distq.bench.models import MODELS, load_digits_split
 from horovod_distq.torch import DistQ
 
-METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", "distq-sign")
+METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", "distq-sign", "distq-auto")
 
 
 def make_compression(method: str, ratio: float):
@@ -29,6 +29,8 @@ def make_compression(method: str, ratio: float):
         return hvd.Compression.fp16
     if method == "topk":
         return TopK(ratio=ratio)
+    if method == "distq-auto":
+        return DistQ(ratio=ratio, distribution="auto")
     encoding = method.split("-", 1)[1] if "-" in method else "auto"
     return DistQ(ratio=ratio, value_encoding=encoding)
 

@@ -33,7 +33,10 @@ def methods(x: torch.Tensor, ratio: float) -> dict[str, Callable[[], object]]:
         "torch.topk": lambda: torch_topk(x, ratio),
     }
     for family in horovod_distq.FAMILIES:
-        table[f"distq {family}"] = lambda family=family: sparsify(x, ratio, family)
+        if family != "auto":
+            table[f"distq {family}"] = lambda family=family: sparsify(x, ratio, family, stages=1)
+    table["distq gpareto x3 stages"] = lambda: sparsify(x, ratio, "gpareto", stages=3)
+    table["distq auto (3 stages)"] = lambda: sparsify(x, ratio, "auto")
     return table
 
 

@@ -46,3 +46,58 @@ def e2e(records: list[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def quality(snapshot, records: list[dict], path: Path, ratio: float = 0.001) -> None:
+    """Left: one real gradient's histogram with the seed families' fitted densities and each
+    family's threshold at ``ratio``. Right: achieved/target per family, single shot and closed loop."""
+    import numpy as np
+    from scipy import stats
+
+    from horovod_distq.torch import sparsify
+
+    x = snapshot.gradient.reshape(-1).double().numpy()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(15, 5.5))
+    heights, _, _ = left.hist(x, bins=400, density=True, color="0.75",
+                              label=f"{snapshot.model} {snapshot.tensor} ({snapshot.mode})")
+    grid = np.linspace(x.min(), x.max(), 2000)
+    median, q25, q75 = np.quantile(x, [0.5, 0.25, 0.75])
+    excess_kurtosis = stats.kurtosis(x)
+    dof = 4 + 6 / excess_kurtosis if excess_kurtosis > 0 else 1e9
+    densities = {
+        "normal": stats.norm(x.mean(), x.std()),
+        "laplace": stats.laplace(median, np.mean(np.abs(x - median))),
+        "cauchy": stats.cauchy(median, (q75 - q25) / 2),
+        "student_t": stats.t(dof, x.mean(), x.std() * np.sqrt(max(dof - 2, 1e-9) / dof)),
+    }
+    for name, law in densities.items():
+        left.plot(grid, law.pdf(grid), lw=1, label=f"{name} density")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, family in enumerate(("normal", "laplace", "cauchy", "student_t", "exponential", "gamma", "gpareto", "auto")):
+        result = sparsify(snapshot.gradient, ratio, family)  # 1 stage, auto its default 3
+        t, c = float(result.threshold), float(result.center)
+        for edge in (c - t, c + t):
+            left.axvline(edge, color=colors[i % len(colors)], ls="--", lw=0.8,
+                         label=f"{family} threshold" if edge == c + t else None)
+    spread = 8 * x.std()
+    left.set(yscale="log", xlim=(-spread, spread), ylim=(heights[heights > 0].min() / 10, heights.max() * 3),
+             title=f"thresholds at ratio {ratio} (1 stage; auto: 3)", xlabel="gradient value")
+    left.legend(fontsize=7, ncol=2)
+
+    families = list(dict.fromkeys(r["family"] for r in records))
+    groups, labels = [], []
+    for family in families:
+        for loop in (False, True):
+            values = [r["achieved_over_target"] for r in records if r["family"] == family and r["loop"] == loop
+                      and r["stages"] == 3 and r["ratio"] == ratio]
+            groups.append(values)
+            labels.append(f"{family}{' +loop' if loop else ''}")
+    right.boxplot(groups, showfliers=False)
+    right.set_xticks(range(1, len(labels) + 1))
+    right.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    right.axhline(1.0, color="k", lw=0.8)
+    right.axhspan(0.8, 1.2, color="g", alpha=0.1)
+    right.set(yscale="log", ylabel="achieved / target", title=f"3 stages, ratio {ratio}, raw and accumulated")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

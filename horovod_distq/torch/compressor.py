@@ -51,7 +51,8 @@ class DistQ:
         value_encoding: how values travel: "auto" (the gradient's dtype), "float32", "float16",
             "bfloat16" or "sign" (sign in the index, one scale per sign); see
             ``horovod_distq.VALUE_ENCODINGS``. With error feedback the encoding error stays in the residual.
-        stages: peaks-over-threshold stages of the fit (see :func:`sparsify`).
+        stages: peaks-over-threshold stages of the fit (see :func:`sparsify`); None: 3 for
+            ``distribution="auto"``, else 1.
         closed_loop: per tensor, correct the ratio fed to the fit from the ratio it achieved in
             earlier steps (:class:`horovod_distq.RatioController`), so the achieved ratio converges
             to ``ratio`` over a few steps. Costs no pass over the tensor.
@@ -75,7 +76,7 @@ class DistQ:
         min_numel: int = 1024,
         sample_size: int = 4096,
         value_encoding: str = "auto",
-        stages: int = 1,
+        stages: int | None = None,
         closed_loop: bool = True,
         process_set: hvd.ProcessSet = hvd.global_process_set,
         **family_params: Any,
@@ -173,7 +174,7 @@ class DistQ:
             tensor,
             ratio,
             self.config.distribution,
-            stages=self.config.stages,
+            stages=self.config.fit_stages,
             sample_size=self.config.sample_size,
             **self.config.family_params,
         )

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from horovod_distq.families import family_arguments
+from horovod_distq.families import default_stages, family_arguments
 from horovod_distq.torch import _library  # noqa: F401  (registers torch.ops.distq)
 
 DEFAULT_SAMPLE_SIZE = 4096
@@ -33,7 +33,7 @@ def sparsify(
     ratio: float,
     distribution: str = "normal",
     *,
-    stages: int = 1,
+    stages: int | None = None,
     sample_size: int = DEFAULT_SAMPLE_SIZE,
     **family_params: Any,
 ) -> SparseSelection:
@@ -46,7 +46,8 @@ def sparsify(
     no history.
 
     With ``stages > 1`` the threshold is refined by peaks over threshold (SIDCo): stage 1 fits the
-    tensor at ``ratio ** (1 / stages)``; each later stage fits the family, folded at 0, to the
+    tensor at ``min(ratio ** (1 / stages), 8 * ratio)`` (at ``ratio ** (1 / stages)`` if that kept fewer
+    than the target); each later stage fits the family, folded at 0, to the
     excesses of the entries still selected over the current threshold, at the ratio that takes
     their count to the target in the stages left, and raises the threshold by that quantile.
     The result is still exactly the entries beyond the final threshold.
@@ -55,7 +56,7 @@ def sparsify(
         tensor: float32, float64, float16 or bfloat16 tensor of any shape and layout.
         ratio: target fraction of entries to select, in (0, 1].
         distribution: a family of ``horovod_distq.FAMILIES``.
-        stages: number of peaks-over-threshold stages (1 = a single fit).
+        stages: number of peaks-over-threshold stages (1 = a single fit); None: 3 for ``auto``, else 1.
         sample_size: strided sample size for medians and quartiles (laplace, cauchy).
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
@@ -74,6 +75,8 @@ def sparsify(
     arguments = family_arguments(distribution, **family_params)
     if not 0 < ratio <= 1:
         raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+    if stages is None:
+        stages = default_stages(distribution)
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise ValueError(f"stages must be a positive integer, got {stages!r}")
     indices, values, threshold, center = torch.ops.distq.sparsify(

@@ -1,0 +1,35 @@
+"""Smoke tests: the example and each benchmark suite run end to end on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.launch import ROOT, horovodrun
+
+
+def test_digits_example_runs_and_saves(tmp_path) -> None:
+    output = horovodrun(ROOT / "examples/pytorch_digits.py", "gloo", "--epochs", "1", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [run["compression"] for run in summary["runs"]] == ["none", "distq"]
+    assert (tmp_path / "distq.pt").exists() and "saved:" in output
+
+
+def bench(*args: str, out) -> None:
+    command = [sys.executable, "-m", "horovod_distq.bench", "--out", str(out), *args]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_kernels_suite(tmp_path) -> None:
+    bench("kernels", "--sizes", "65536", "--ratios", "0.01", "--repetitions", "1", out=tmp_path)
+    records = json.loads((tmp_path / "kernels.json").read_text())
+    assert {"torch.topk", "distq normal", "distq auto (3 stages)"} <= {r["method"] for r in records}
+    assert (tmp_path / "kernels.png").stat().st_size > 0
+
+
+def test_quality_suite(tmp_path) -> None:
+    bench("quality", "--models", "digits_cnn", "--steps", "60", out=tmp_path)
+    summary = json.loads((tmp_path / "quality.json").read_text())
+    assert summary["all"] and (tmp_path / "quality.png").stat().st_size > 0

@@ -123,7 +123,7 @@ def main() -> None:
     print("saved:")
     for r in results:
         print(f"  {r['checkpoint']}  ({r['compression']}: model, optimizer" +
-              (", DistQ error-feedback state)" if r["compression"] == "distq" else ")"))
+              (", DistQ residuals and closed-loop state)" if r["compression"] == "distq" else ")"))
     print(f"  {summary}  (accuracy, bytes per step, timings)")
 
 

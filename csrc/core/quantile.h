@@ -98,29 +98,41 @@ DISTQ_HOST_DEVICE inline double student_t_density(double t, double nu) {
   return exp(log_norm - 0.5 * (nu + 1.0) * log1p(t * t / nu));
 }
 
-// Student-t quantile of the upper tail: the t >= 0 with P(T > t) = q, 0 < q <= 0.5.
-// Newton's method on log P(T > t) (nearly linear in t far out in the tail), started from the
-// Cornish-Fisher expansion around the normal quantile and kept inside a shrinking bracket.
+// The x >= 0 with law.tail(x) = q: Newton's method on log tail(x), which is nearly linear in x far
+// out in the tail, from `start`, kept inside a shrinking bracket (bisection when a step leaves it).
+template <typename Law>
+DISTQ_HOST_DEVICE inline double solve_upper_tail(const Law& law, double q, double start) {
+  double x = start;
+  double lo = 0.0;
+  double hi = INFINITY;
+  const double log_q = log(q);
+  for (int i = 0; i < 200; ++i) {
+    const double tail = law.tail(x);
+    if (tail > q) lo = x; else hi = x;
+    double next = x + (log(tail) - log_q) * tail / law.density(x);
+    if (!(next > lo && next < hi)) next = hi == INFINITY ? 2.0 * x + 1.0 : 0.5 * (lo + hi);
+    if (fabs(next - x) <= 1e-13 * x) return next;
+    x = next;
+  }
+  return x;
+}
+
+struct StudentTLaw {
+  double nu;
+  DISTQ_HOST_DEVICE double tail(double t) const { return student_t_upper_tail(t, nu); }
+  DISTQ_HOST_DEVICE double density(double t) const { return student_t_density(t, nu); }
+};
+
+// Student-t quantile of the upper tail: the t >= 0 with P(T > t) = q, 0 < q <= 0.5, started from
+// the Cornish-Fisher expansion around the normal quantile.
 DISTQ_HOST_DEVICE inline double student_t_upper_quantile(double q, double nu) {
   if (!(q < 0.5)) return 0.0;
   if (!(q > 0.0)) return INFINITY;
   const double z = -normal_quantile(q);
   if (nu > 1e7) return z;
   const double z2 = z * z;
-  double t = z + z * (z2 + 1.0) / (4.0 * nu) + z * ((5.0 * z2 + 16.0) * z2 + 3.0) / (96.0 * nu * nu);
-  double lo = 0.0;
-  double hi = INFINITY;
-  const double log_q = log(q);
-  for (int i = 0; i < 100; ++i) {
-    const double tail = student_t_upper_tail(t, nu);
-    if (tail > q) lo = t; else hi = t;
-    const double step = (log(tail) - log_q) * tail / student_t_density(t, nu);
-    double next = t + step;
-    if (!(next > lo && next < hi)) next = hi == INFINITY ? 2.0 * t + 1.0 : 0.5 * (lo + hi);
-    if (fabs(next - t) <= 1e-13 * t) return next;
-    t = next;
-  }
-  return t;
+  const double start = z + z * (z2 + 1.0) / (4.0 * nu) + z * ((5.0 * z2 + 16.0) * z2 + 3.0) / (96.0 * nu * nu);
+  return solve_upper_tail(StudentTLaw{nu}, q, start);
 }
 
 // Regularized lower incomplete gamma P(a, x) by its power series; converges fast for x < a + 1.
@@ -167,27 +179,19 @@ DISTQ_HOST_DEVICE inline double gamma_density(double a, double x) {
   return exp((a - 1.0) * log(x) - x - lgamma(a));
 }
 
-// The x with Q(a, x) = q, 0 < q < 1: Newton's method on log Q, started from the Wilson-Hilferty
-// approximation and kept inside a shrinking bracket (the same scheme as the Student-t quantile).
+struct GammaLaw {
+  double a;
+  DISTQ_HOST_DEVICE double tail(double x) const { return gamma_upper_tail(a, x); }
+  DISTQ_HOST_DEVICE double density(double x) const { return gamma_density(a, x); }
+};
+
+// The x with Q(a, x) = q, 0 < q < 1, started from the Wilson-Hilferty approximation.
 DISTQ_HOST_DEVICE inline double gamma_upper_quantile(double q, double a) {
   if (!(q > 0.0)) return INFINITY;
   if (!(q < 1.0)) return 0.0;
   const double z = -normal_quantile(q);
   const double w = 1.0 / (9.0 * a);
-  double x = a * pow(fmax(1.0 - w + z * sqrt(w), 0.1), 3.0);
-  double lo = 0.0;
-  double hi = INFINITY;
-  const double log_q = log(q);
-  for (int i = 0; i < 200; ++i) {
-    const double tail = gamma_upper_tail(a, x);
-    if (tail > q) lo = x; else hi = x;
-    const double step = (log(tail) - log_q) * tail / gamma_density(a, x);
-    double next = x + step;
-    if (!(next > lo && next < hi)) next = hi == INFINITY ? 2.0 * x + 1.0 : 0.5 * (lo + hi);
-    if (fabs(next - x) <= 1e-13 * x) return next;
-    x = next;
-  }
-  return x;
+  return solve_upper_tail(GammaLaw{a}, q, a * pow(fmax(1.0 - w + z * sqrt(w), 0.1), 3.0));
 }
 
 }  // namespace distq

@@ -11,12 +11,12 @@ from scipy import stats
 
 
 def strided_sample(x: np.ndarray, sample_size: int) -> np.ndarray:
-    """x.flat[i * stride] for i < m, m = min(n, sample_size), stride = n // m; finite values only."""
+    """x.flat[i * n // m] for i < m, m = min(n, sample_size); finite values only."""
     flat = np.asarray(x, dtype=np.float64).reshape(-1)
     m = min(flat.size, sample_size)
     if m == 0:
         return flat[:0]
-    sample = flat[:: flat.size // m][:m]
+    sample = flat[(np.arange(m, dtype=np.int64) * flat.size) // m]
     return sample[np.isfinite(sample)]
 
 

@@ -61,16 +61,6 @@ DISTQ_HOST_DEVICE inline float load(const BFloat16* p) {
   return bits_to_float(static_cast<uint32_t>(p->bits) << 16);
 }
 
-inline const char* dtype_name(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat32: return "float32";
-    case DType::kFloat64: return "float64";
-    case DType::kFloat16: return "float16";
-    case DType::kBFloat16: return "bfloat16";
-  }
-  return "unknown";
-}
-
 inline size_t element_size(DType dtype) {
   return dtype == DType::kFloat64 ? 8 : dtype == DType::kFloat32 ? 4 : 2;
 }

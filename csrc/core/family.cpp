@@ -19,11 +19,6 @@ Family parse_family(const std::string& name) {
   throw std::invalid_argument("distq: unknown distribution '" + name + "'; expected one of: " + known);
 }
 
-bool is_magnitude_family(Family family) {
-  return family == Family::kExponential || family == Family::kGamma || family == Family::kGeneralizedPareto ||
-         family == Family::kAuto;
-}
-
 Family body_family(Family family) { return family == Family::kAuto ? Family::kGamma : family; }
 Family tail_family(Family family) { return family == Family::kAuto ? Family::kGeneralizedPareto : family; }
 

@@ -19,9 +19,6 @@ Family tail_family(Family family);
 Family parse_family(const std::string& name);
 const std::vector<std::string>& family_names();
 
-// Signed families fit a centre and select |x - centre| >= threshold; magnitude families fit |x|
-// and select |x| >= threshold (their centre is 0).
-bool is_magnitude_family(Family family);
 
 struct FamilyParams {
   double ratio = 0.01;         // target kept fraction, in (0, 1]

@@ -9,6 +9,10 @@ namespace distq {
 
 namespace {
 
+// Relative spreads below this are a constant tensor seen through float32 rounding (a spread of
+// 1e-4 is a coefficient of variation of about 1%).
+constexpr double kNoSpread = 1e-4;
+
 // The sample only has to put the shift near the centre; 64 strided reads do that.
 constexpr int64_t kShiftSampleSize = 64;
 
@@ -72,7 +76,9 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
       // taken relative to them: ratio * finite / nonzero (threshold_at).
       const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kLogAbsolute);
       const double mean = m.sum_abs / m.nonzero;
-      result.shape = gamma_shape(std::log(mean) - m.sum_log / m.nonzero);
+      // 0 for equal magnitudes, up to rounding: below kNoSpread there is no shape to fit.
+      const double spread = std::log(mean) - m.sum_log / m.nonzero;
+      result.shape = spread > kNoSpread ? gamma_shape(spread) : std::numeric_limits<double>::quiet_NaN();
       result.scale = mean / result.shape;
       result.fitted_fraction = m.nonzero / m.count;
       break;
@@ -82,7 +88,9 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
       // Method of moments on magnitudes: r = mean^2 / var, xi = (1 - r) / 2, sigma = mean (r + 1) / 2.
       const Moments m = compute_moments(x, n, dtype, 0.0, MomentSet::kAbsolute);
       const double mean = m.sum_abs / m.count;
-      const double r = mean * mean / (m.sum2 / m.count - mean * mean);
+      const double variance = m.sum2 / m.count - mean * mean;
+      const double r =
+          variance > kNoSpread * mean * mean ? mean * mean / variance : std::numeric_limits<double>::quiet_NaN();
       result.shape = 0.5 * (1.0 - r);
       result.scale = 0.5 * mean * (r + 1.0);
       break;
@@ -93,6 +101,7 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams
   // (here: every non-finite) entry, as dense averaging would.
   if (!std::isfinite(result.center)) result.center = 0.0;
   if (!std::isfinite(result.scale)) result.threshold = std::numeric_limits<double>::quiet_NaN();
+  // Equal magnitudes leave a shape undefined (NaN): then too every nonzero entry is kept.
   return result;
 }
 

@@ -25,7 +25,6 @@ double Moments::central4() const {
 
 Moments& Moments::operator+=(const Moments& other) {
   count += other.count;
-  nonfinite += other.nonfinite;
   sum += other.sum;
   sum2 += other.sum2;
   sum3 += other.sum3;
@@ -131,7 +130,6 @@ DISTQ_ALWAYS_INLINE Moments moments_body(const T* x, int64_t begin, int64_t end,
     odd.spill_into(sums);
     for (; i < stop; ++i) add_scalar<kSet, kMaskNonFinite>(sums, load(x + i), static_cast<C>(shift));
     if (!kMaskNonFinite) sums.count = static_cast<double>(stop - block);
-    sums.nonfinite = static_cast<double>(stop - block) - sums.count;
     total += sums;
   }
   return total;
@@ -161,14 +159,30 @@ Moments moments_parallel(const T* x, int64_t n, double shift) {
   return total;
 }
 
+template <MomentSet kSet, typename T>
+Moments moments_in_double(const T* x, int64_t n, double shift) {
+  const int64_t chunks = chunk_count(n);
+  std::vector<Moments> partial(chunks);
+  parallel_chunks(n, chunks, [&](int64_t i, int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) add_scalar<kSet, true>(partial[i], load(x + j), shift);
+  });
+  Moments total;
+  for (const auto& p : partial) total += p;
+  return total;
+}
+
+double probe(const Moments& m) { return m.sum + m.sum2 + m.sum4 + m.sum_abs + m.sum_log; }
+
 // The first pass assumes every element is finite, which keeps the loop free of masks; a NaN or
-// Inf poisons its sums, and only then a second, masked pass counts them out.
+// Inf poisons its sums, and only then a second, masked pass counts them out. Should the sums
+// still overflow (squares of float32 values beyond 1.8e19), a last pass accumulates in double.
 template <MomentSet kSet, typename T>
 Moments moments_of(const T* x, int64_t n, double shift) {
   const Moments fast = moments_parallel<kSet, false>(x, n, shift);
-  const double probe = fast.sum + fast.sum2 + fast.sum4 + fast.sum_abs + fast.sum_log;
-  if (std::isfinite(probe)) return fast;
-  return moments_parallel<kSet, true>(x, n, shift);
+  if (std::isfinite(probe(fast))) return fast;
+  const Moments masked = moments_parallel<kSet, true>(x, n, shift);
+  if (std::isfinite(probe(masked))) return masked;
+  return moments_in_double<kSet>(x, n, shift);
 }
 
 }  // namespace

@@ -15,11 +15,10 @@ enum class MomentSet {
   kLogAbsolute,  // count, and over the nonzero entries: their number, sum |x|, sum ln |x| (shift ignored)
 };
 
-// Sums of d = x - shift over the finite elements of x (NaN and Inf are left out and counted
-// apart). Shifting by a value near the centre keeps the variance free of cancellation.
+// Sums of d = x - shift over the finite elements of x (NaN and Inf are left out). Shifting by a
+// value near the centre keeps the variance free of cancellation.
 struct Moments {
   double count = 0;
-  double nonfinite = 0;
   double sum = 0;
   double sum2 = 0;
   double sum3 = 0;

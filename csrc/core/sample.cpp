@@ -11,12 +11,11 @@ std::vector<double> strided_sample(const void* x, int64_t n, DType dtype, int64_
   std::vector<double> values;
   if (n <= 0 || sample_size <= 0) return values;
   const int64_t m = std::min(n, sample_size);
-  const int64_t stride = n / m;
   values.reserve(m);
   dispatch_dtype(dtype, [&](auto tag) {
     const auto* data = static_cast<const decltype(tag)*>(x);
     for (int64_t i = 0; i < m; ++i) {
-      const double v = load(data + i * stride);
+      const double v = load(data + i * n / m);  // spread over the whole tensor, whatever n / m
       if (std::isfinite(v)) values.push_back(v);
     }
   });

@@ -9,7 +9,7 @@
 
 namespace distq {
 
-// The finite values among x[i * stride], i < m, where m = min(n, sample_size) and stride = n / m.
+// The finite values among x[floor(i * n / m)], i < m, where m = min(n, sample_size).
 std::vector<double> strided_sample(const void* x, int64_t n, DType dtype, int64_t sample_size);
 
 // The q-quantile of values by NumPy's default ("linear") rule; reorders values. NaN if empty.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "dtype.h"
@@ -97,6 +98,10 @@ DISTQ_ALWAYS_INLINE V log_vec(V v) {
   using C = std::remove_reference_t<decltype(v[0])>;
   constexpr int kMantissaBits = sizeof(C) == 8 ? 52 : 23;
   constexpr int64_t kBias = sizeof(C) == 8 ? 1023 : 127;
+  // Subnormal lanes are scaled into the normal range first (by 2^(mantissa bits + 1)).
+  const auto subnormal = v < std::numeric_limits<C>::min();
+  v = subnormal ? v * C(sizeof(C) == 8 ? 0x1p53 : 0x1p24) : v;
+  const V rescaled = subnormal ? V{} + C(kMantissaBits + 1) * C(0.6931471805599453) : V{};
   const V one = V{} + 1;
   const Mask bits = load_bytes<Mask>(&v);
   const Mask mantissa_mask = Mask{} + ((static_cast<int64_t>(1) << kMantissaBits) - 1);
@@ -109,7 +114,7 @@ DISTQ_ALWAYS_INLINE V log_vec(V v) {
   const V z = (m - 1) / (m + 1);
   const V z2 = z * z;
   const V series = 1 + z2 * (C(1) / 3 + z2 * (C(1) / 5 + z2 * (C(1) / 7 + z2 * (C(1) / 9 + z2 * (C(1) / 11)))));
-  return e * C(0.6931471805599453) + 2 * z * series;
+  return e * C(0.6931471805599453) + 2 * z * series - rescaled;
 }
 
 template <typename V>

@@ -22,7 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--sizes", type=int, nargs="+", default=list(kernels.SIZES))
     k.add_argument("--ratios", type=float, nargs="+", default=list(kernels.RATIOS))
     k.add_argument("--repetitions", type=int, default=9)
-    k.add_argument("--device", default="cpu")
     e = suites.add_parser("e2e", help="2 workers on a shaped loopback: step time and loss per method")
     e.add_argument("--bandwidths", nargs="+", default=list(e2e.BANDWIDTHS))
     e.add_argument("--models", nargs="+", default=list(e2e.MODELS))
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     if args.suite == "kernels":
-        records = kernels.run(tuple(args.sizes), tuple(args.ratios), args.repetitions, args.device)
+        records = kernels.run(tuple(args.sizes), tuple(args.ratios), args.repetitions)
         print(kernels.report(records))
         plots.kernels(records, args.out / "kernels.png")
     elif args.suite == "quality":

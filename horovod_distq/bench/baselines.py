@@ -28,7 +28,11 @@ def torch_topk(x: torch.Tensor, ratio: float) -> SparseSelection:
 
 
 class TopK(DistQ):
-    """DistQ's exchange and error feedback with an exact ``torch.topk`` selection instead of a fit."""
+    """DistQ's exchange and error feedback with an exact ``torch.topk`` selection instead of a fit
+    (exact counts need no closed loop)."""
+
+    def __init__(self, ratio: float, **kwargs) -> None:
+        super().__init__(ratio, closed_loop=False, **kwargs)
 
     def select(self, tensor: torch.Tensor, name: str) -> SparseSelection:
         return torch_topk(tensor, self.config.ratio)

@@ -20,10 +20,10 @@ SIZES = (1 << 20, 1 << 24, 1 << 26)
 RATIOS = (0.01, 0.001)
 
 
-def gradient_like(n: int, device: str) -> torch.Tensor:
+def gradient_like(n: int) -> torch.Tensor:
     """Heavy-tailed values (Student-t, 4 dof) at a gradient's scale."""
     values = np.random.default_rng(0).standard_t(4, size=n).astype(np.float32) * 1e-3
-    return torch.from_numpy(values).to(device)
+    return torch.from_numpy(values)
 
 
 def methods(x: torch.Tensor, ratio: float) -> dict[str, Callable[[], object]]:
@@ -40,17 +40,11 @@ def methods(x: torch.Tensor, ratio: float) -> dict[str, Callable[[], object]]:
     return table
 
 
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def run(sizes: tuple[int, ...] = SIZES, ratios: tuple[float, ...] = RATIOS, repetitions: int = 9,
-        device: str = "cpu") -> list[dict]:
+def run(sizes: tuple[int, ...] = SIZES, ratios: tuple[float, ...] = RATIOS, repetitions: int = 9) -> list[dict]:
     """Times every method; returns one record per (n, ratio, method)."""
     records = []
     for n in sizes:
-        x = gradient_like(n, device)
+        x = gradient_like(n)
         for ratio in ratios:
             table = methods(x, ratio)
             times: dict[str, list[float]] = {name: [] for name in table}
@@ -60,10 +54,8 @@ def run(sizes: tuple[int, ...] = SIZES, ratios: tuple[float, ...] = RATIOS, repe
                 for name, fn in table.items():
                     if name == "torch.topk" and repetition > slow_repetitions:
                         continue
-                    synchronize(device)
                     start = time.perf_counter()
                     result = fn()
-                    synchronize(device)
                     if repetition > 0:  # the first round warms caches and thread pools
                         times[name].append(time.perf_counter() - start)
                     if name.startswith("distq") and repetition == 0:
@@ -73,7 +65,7 @@ def run(sizes: tuple[int, ...] = SIZES, ratios: tuple[float, ...] = RATIOS, repe
             for name in table:
                 median = float(np.median(times[name]))
                 record = {"n": n, "ratio": ratio, "method": name, "median_ms": median * 1e3,
-                          "x_read_pass": median / floor, "repetitions": len(times[name]), "device": device}
+                          "x_read_pass": median / floor, "repetitions": len(times[name])}
                 if f"{name}:selected" in times:
                     record["selected"] = int(times[f"{name}:selected"][0])
                 records.append(record)

@@ -11,7 +11,6 @@ closed loop (:class:`horovod_distq.RatioController`) after 5 steps of history in
 
 from __future__ import annotations
 
-import math
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,8 +223,3 @@ def best(rows: list[dict]) -> str:
                      f"x{top['stages']} stages: {top['within_20pct']:.0%} within +-20%, "
                      f"median |error| {top['median_abs_error']:.3f}, p95 {top['p95_abs_error']:.3f}")
     return "\n".join(lines)
-
-
-def log_spaced(values: np.ndarray, bins: int) -> np.ndarray:
-    positive = values[values > 0]
-    return np.logspace(math.log10(positive.min()), math.log10(positive.max()), bins)

@@ -154,7 +154,7 @@ class DistQ:
             self.controller.update(name, selection.indices.numel(), tensor.numel())
         pairs = encode(self.config.value_encoding, selection.indices, selection.values, tensor.dtype)
         if self.config.error_feedback:
-            self.memory.keep_unsent(name, selected_from, selection.indices, pairs.decoded)
+            self.memory.keep_unsent(name, selected_from, selection.indices, selection.values, pairs.decoded)
         queued = QueuedTensor(self.config.value_encoding, selection.indices.dtype, tensor.dtype, tensor.numel(), pairs)
         self.exchange.submit(name, queued)
         self._stats[name] = TensorStats(
@@ -193,10 +193,11 @@ class DistQ:
             return tensor
         indices, values = self.exchange.collect(ctx.name)
         dtype = accumulation_dtype(ctx.dtype)
+        # The placeholder came back as size (op=Sum) or 1 (op=Average, any predivide factor); the
+        # scale is applied to the gathered values, not to the dense sum (k entries, not n).
+        scale = tensor.to(dtype) / self.exchange.process_set.size()
         dense = torch.zeros(ctx.shape.numel(), dtype=dtype, device=tensor.device)
-        dense.index_add_(0, indices, values.to(dtype))
-        # The placeholder came back as size (op=Sum) or 1 (op=Average, any predivide factor).
-        dense.mul_(tensor.to(dtype) / self.exchange.process_set.size())
+        dense.index_add_(0, indices, values.to(dtype) * scale)
         return dense.view(ctx.shape).to(ctx.dtype)
 
     def state_dict(self) -> dict[str, Any]:

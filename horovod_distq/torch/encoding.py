@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import torch
 
+from horovod_distq.encodings import VALUE_ENCODINGS
+
 _WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _FLOAT16_MAX = 65504.0
 
@@ -53,9 +55,10 @@ def encode(encoding: str, indices: torch.Tensor, values: torch.Tensor, gradient_
     if encoding == "sign":
         positive = values > 0
         magnitude = values.abs().float()
-        counts = torch.stack((positive.sum(), (~positive).sum())).clamp_(min=1)
-        sums = torch.stack((magnitude[positive].sum(), magnitude[~positive].sum()))
-        scales = sums / counts
+        positive_count = positive.sum()
+        positive_sum = torch.where(positive, magnitude, 0).sum()
+        counts = torch.stack((positive_count, positive.numel() - positive_count)).clamp_(min=1)
+        scales = torch.stack((positive_sum, magnitude.sum() - positive_sum)) / counts
         signed = torch.where(positive, indices, ~indices)
         decoded = torch.where(positive, scales[0], -scales[1])
         return EncodedPairs(signed, values.new_empty(0), scales, decoded)
@@ -71,7 +74,7 @@ def segment_bytes(encoding: str, count: int, index_dtype: torch.dtype, gradient_
     """Bytes one rank's segment of ``count`` pairs takes."""
     wire = wire_value_dtype(encoding, gradient_dtype)
     value_bytes = 0 if wire is None else wire.itemsize
-    return count * (index_dtype.itemsize + value_bytes) + (8 if encoding == "sign" else 0)
+    return count * (index_dtype.itemsize + value_bytes) + VALUE_ENCODINGS[encoding].extra_bytes
 
 
 def decode(

@@ -23,7 +23,7 @@ class ErrorFeedback:
     Example:
         >>> memory = ErrorFeedback()
         >>> accumulated = memory.accumulate("fc.weight", grad)       # grad + residual
-        >>> memory.keep_unsent("fc.weight", accumulated, indices, sent_values)
+        >>> memory.keep_unsent("fc.weight", accumulated, indices, selected_values, sent_values)
     """
 
     __slots__ = ("_residuals",)
@@ -32,10 +32,10 @@ class ErrorFeedback:
         self._residuals: dict[str, torch.Tensor] = {}
 
     def accumulate(self, name: str, gradient: torch.Tensor) -> torch.Tensor:
-        """Returns gradient + residual as a new contiguous tensor owned by this object.
+        """Returns gradient + residual: the residual buffer itself, updated in place.
 
-        The residual buffer is updated in place (one pass, no allocation after the first step),
-        so the returned tensor must be handed back through :meth:`keep_unsent`.
+        One pass and no allocation after the first step; the returned tensor (contiguous, owned by
+        this object) must be handed back through :meth:`keep_unsent`.
         """
         dtype = accumulation_dtype(gradient.dtype)
         residual = self._residuals.get(name)
@@ -48,21 +48,23 @@ class ErrorFeedback:
             residual = self._residuals[name] = residual.to(gradient.device)
         return residual.add_(gradient)
 
-    def keep_unsent(self, name: str, accumulated: torch.Tensor, indices: torch.Tensor, sent: torch.Tensor) -> None:
+    def keep_unsent(
+        self, name: str, accumulated: torch.Tensor, indices: torch.Tensor, selected: torch.Tensor, sent: torch.Tensor
+    ) -> None:
         """Makes ``accumulated - scatter(indices, sent)`` the residual of ``name``.
 
         Args:
             name: the parameter name.
             accumulated: the tensor :meth:`accumulate` returned.
-            indices: flattened positions that were sent.
+            indices: flattened positions that were selected.
+            selected: the entries of ``accumulated`` at those positions.
             sent: the values the receivers decode at those positions (after any encoding), so
                 the encoding error stays in the residual. Where an accumulated entry was not
                 finite the residual restarts at 0 instead of carrying NaN into every later step.
         """
         flat = accumulated.view(-1)
-        positions = indices.long()
-        error = flat.index_select(0, positions) - sent.to(flat.dtype)
-        flat.index_copy_(0, positions, torch.nan_to_num_(error, nan=0.0, posinf=0.0, neginf=0.0))
+        error = selected.to(flat.dtype) - sent.to(flat.dtype)
+        flat.index_copy_(0, indices.long(), torch.nan_to_num_(error, nan=0.0, posinf=0.0, neginf=0.0))
         self._residuals[name] = accumulated
 
     def residual(self, name: str) -> torch.Tensor | None:

@@ -154,7 +154,7 @@ def test_error_feedback_object_alone() -> None:
     gradient = torch.randn(100)
     accumulated = memory.accumulate("p", gradient)
     indices = torch.tensor([1, 5], dtype=torch.int32)
-    memory.keep_unsent("p", accumulated, indices, gradient[[1, 5]])
+    memory.keep_unsent("p", accumulated, indices, accumulated[[1, 5]], gradient[[1, 5]])
     expected = gradient.clone()
     expected[[1, 5]] = 0
     assert torch.equal(memory.residual("p"), expected)

@@ -142,6 +142,26 @@ class TestBadInput:
         result = sparsify(torch.empty(0), 0.01, family)
         assert result.indices.numel() == 0 and result.values.numel() == 0
 
+    @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+    @pytest.mark.parametrize("family", FAMILIES)
+    @pytest.mark.parametrize("value", [1e-3, 0.1, -7.0])
+    def test_constant_tensor_selects_every_entry(self, family: str, dtype: torch.dtype, value: float) -> None:
+        # No spread, no shape: the threshold is NaN and every nonzero entry is kept, except by the
+        # exponential, whose tail at ratio 0.01 lies above the constant.
+        kept = sparsify(torch.full((5000,), value, dtype=dtype), 0.01, family).indices.numel()
+        assert kept == (0 if family == "exponential" else 5000)
+
+    def test_subnormal_magnitudes_fit_like_scaled_normal_ones(self) -> None:
+        x = gradient_like(1 << 16, torch.float32).abs() + 1e-6
+        tiny = x * 1e-39  # float32 subnormals
+        for family in ("gamma", "auto"):
+            assert sparsify(tiny, 0.01, family).indices.numel() == pytest.approx(
+                sparsify(x, 0.01, family).indices.numel(), rel=0.02)
+
+    def test_squares_beyond_float32_range(self) -> None:
+        x = gradient_like(1 << 16, torch.float32) * 1e22
+        assert sparsify(x, 0.01).indices.numel() == sparsify(x.double(), 0.01).indices.numel()
+
     @pytest.mark.parametrize("family", FAMILIES)
     def test_all_zero_selects_nothing(self, family: str) -> None:
         assert sparsify(torch.zeros(5000), 0.01, family).indices.numel() == 0

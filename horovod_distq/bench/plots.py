@@ -15,9 +15,10 @@ def kernels(records: list[dict], path: Path) -> None:
     ratios = sorted({r["ratio"] for r in records}, reverse=True)
     figure, axes = plt.subplots(1, len(ratios), figsize=(6 * len(ratios), 4.5), squeeze=False)
     for axis, ratio in zip(axes[0], ratios):
-        for method in dict.fromkeys(r["method"] for r in records):
+        for i, method in enumerate(dict.fromkeys(r["method"] for r in records)):
             points = sorted((r["n"], r["median_ms"]) for r in records if r["ratio"] == ratio and r["method"] == method)
-            axis.plot(*zip(*points), marker="o", label=method)
+            # More methods than the colour cycle has colours: dashes tell the second round apart.
+            axis.plot(*zip(*points), marker="o", linestyle="-" if i < 10 else "--", label=method)
         axis.set(xscale="log", yscale="log", xlabel="elements (float32)", ylabel="median ms",
                  title=f"ratio {ratio}")
         axis.grid(True, which="both", alpha=0.3)

@@ -26,8 +26,8 @@ class DistQConfig:
         family_params: the family's keyword parameters (``dof`` for ``student_t``).
 
     Example:
-        >>> DistQConfig(ratio=0.01, distribution="student_t", family_params={"dof": 5}).core_arguments
-        {'dof': 5.0}
+        >>> DistQConfig(ratio=0.01, distribution="auto").fit_stages
+        3
     """
 
     ratio: float
@@ -56,11 +56,6 @@ class DistQConfig:
     def fit_stages(self) -> int:
         """The number of stages the fit runs."""
         return default_stages(self.distribution) if self.stages is None else self.stages
-
-    @property
-    def core_arguments(self) -> dict[str, float]:
-        """The family's arguments in the form the compiled kernels take."""
-        return family_arguments(self.distribution, **self.family_params)
 
 
 def _is_number(value: Any) -> bool:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up of a fresh Debian machine (as root) for horovod-distq:
-#   Debian's Open MPI, a virtual environment in the checkout (.venv) with torch and the test tools,
-#   Horovod 0.28.1 built from PyPI's sdist (design.md section 5) and cached as a wheel,
-#   and this package with its C++ extension, built against the torch already installed.
+#   Debian's Open MPI, a virtual environment in the checkout (.venv) with torch, TensorFlow (CPU)
+#   and the test tools, Horovod 0.28.1 built from PyPI's sdist for both frameworks (design.md
+#   section 5) and cached as a wheel, and this package with its two compiled libraries (a torch
+#   extension and a TensorFlow op library), built against the frameworks already installed.
 # A second run on a set-up machine only checks and returns in seconds.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${DISTQ_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
 TORCH_VERSION=${DISTQ_TORCH_VERSION:-2.13.0}
+TENSORFLOW_VERSION=${DISTQ_TENSORFLOW_VERSION:-2.21.0}
 HOROVOD_VERSION=0.28.1
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/horovod-distq
 WHEELS=$CACHE/wheels
@@ -40,13 +42,17 @@ create_venv() {
 }
 
 install_python_packages() {
-  # torch is pinned here, for the demo and the tests, not by the package itself.
+  # The frameworks are pinned here, for the demo and the tests, not by the package itself.
   if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     log "installing torch $TORCH_VERSION"
     # This machine image keeps the CPU wheel on disk; elsewhere pip takes PyPI's.
     local local_wheels=()
     [ -d /opt/wheels ] && local_wheels=(--find-links /opt/wheels)
     "$PY" -m pip install -q "${local_wheels[@]}" "torch==$TORCH_VERSION"
+  fi
+  if ! "$PY" -c "import tensorflow as tf, sys; sys.exit(tf.__version__ != '$TENSORFLOW_VERSION')" 2>/dev/null; then
+    log "installing tensorflow-cpu $TENSORFLOW_VERSION"
+    "$PY" -m pip install -q "tensorflow-cpu==$TENSORFLOW_VERSION"
   fi
   local stamp=$VENV/.requirements-dev.sha256
   local wanted
@@ -59,7 +65,8 @@ install_python_packages() {
 
 build_horovod_wheel() {
   local key
-  key=$("$PY" -c "import torch; print('torch' + torch.__version__.replace('+', '_'))")
+  # Horovod's framework libraries are tied to the exact framework builds they compiled against.
+  key=$("$PY" -c "import torch, tensorflow as tf; print(f'torch{torch.__version__}-tf{tf.__version__}'.replace('+', '_'))" 2>/dev/null)
   local wheel_dir=$WHEELS/horovod-$HOROVOD_VERSION-$key
   if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     log "building Horovod $HOROVOD_VERSION against $key (several minutes, once per machine)"
@@ -77,13 +84,13 @@ build_horovod_wheel() {
     (
       cd "$src"
       export CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS="-j$(nproc)" \
-        HOROVOD_WITH_PYTORCH=1 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
+        HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
         HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1
       "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$wheel_dir"
     )
     rm -rf "$work"
   fi
-  if ! "$PY" -c "import horovod.torch" 2>/dev/null; then
+  if ! "$PY" -c "import horovod.torch, horovod.tensorflow" 2>/dev/null; then
     log "installing the cached Horovod wheel"
     "$PY" -m pip install -q --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
   fi
@@ -94,7 +101,7 @@ install_distq() {
   local stamp=$VENV/.horovod_distq.sources
   local sources
   sources=$(cd "$ROOT" && cat setup.py pyproject.toml $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" = "$sources" ] && "$PY" -c "import horovod_distq.torch" 2>/dev/null; then
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$sources" ] && "$PY" -c "import horovod_distq.torch, horovod_distq.tensorflow" 2>/dev/null; then
     return
   fi
   # --no-build-isolation: build against the torch in this environment, never download another.

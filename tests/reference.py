@@ -6,6 +6,7 @@ statistics, and the selection mask is a vectorised comparison.
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 from scipy import stats
 
@@ -113,3 +114,17 @@ def selection_mask(x: np.ndarray, center: float, threshold: float) -> np.ndarray
     dtype = x.dtype.type
     with np.errstate(invalid="ignore"):
         return (x != 0) & ~(np.abs(x - dtype(center)) < dtype(threshold))
+
+
+def decoded_values(values: np.ndarray, encoding: str) -> np.ndarray:
+    """What receivers decode from selected float32 values under a value encoding."""
+    if encoding in ("auto", "float32"):
+        return values
+    if encoding == "float16":
+        return values.astype(np.float16).astype(np.float32)
+    if encoding == "bfloat16":
+        return values.astype(ml_dtypes.bfloat16).astype(np.float32)
+    positive = values > 0
+    scale_pos = np.abs(values[positive]).mean() if positive.any() else 0.0
+    scale_neg = np.abs(values[~positive]).mean() if (~positive).any() else 0.0
+    return np.where(positive, scale_pos, -scale_neg).astype(np.float32)

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from horovod_distq.encodings import VALUE_ENCODINGS
+from horovod_distq import wire
 
 _WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _FLOAT16_MAX = 65504.0
@@ -62,19 +62,17 @@ def encode(encoding: str, indices: torch.Tensor, values: torch.Tensor, gradient_
         signed = torch.where(positive, indices, ~indices)
         decoded = torch.where(positive, scales[0], -scales[1])
         return EncodedPairs(signed, values.new_empty(0), scales, decoded)
-    wire = wire_value_dtype(encoding, gradient_dtype)
-    if wire == torch.float16:
+    wire_dtype = wire_value_dtype(encoding, gradient_dtype)
+    if wire_dtype == torch.float16:
         # Clamp finite values into range so the excess stays in the residual; NaN and Inf travel as they are.
         values = torch.where(values.isfinite(), values.clamp(-_FLOAT16_MAX, _FLOAT16_MAX), values)
-    sent = values.to(wire)
+    sent = values.to(wire_dtype)
     return EncodedPairs(indices, sent, empty_scales, sent.float() if sent.dtype != torch.float64 else sent)
 
 
 def segment_bytes(encoding: str, count: int, index_dtype: torch.dtype, gradient_dtype: torch.dtype) -> int:
     """Bytes one rank's segment of ``count`` pairs takes."""
-    wire = wire_value_dtype(encoding, gradient_dtype)
-    value_bytes = 0 if wire is None else wire.itemsize
-    return count * (index_dtype.itemsize + value_bytes) + VALUE_ENCODINGS[encoding].extra_bytes
+    return wire.segment_bytes(encoding, count, index_dtype.itemsize, gradient_dtype.itemsize)
 
 
 def decode(
@@ -88,6 +86,6 @@ def decode(
         scales = segment[index_end : index_end + 8].clone().view(torch.float32)
         negative = indices < 0
         return torch.where(negative, ~indices, indices).long(), torch.where(negative, -scales[1], scales[0])
-    wire = wire_value_dtype(encoding, gradient_dtype)
-    values = segment[index_end : index_end + count * wire.itemsize].clone().view(wire)
+    wire_dtype = wire_value_dtype(encoding, gradient_dtype)
+    values = segment[index_end : index_end + count * wire_dtype.itemsize].clone().view(wire_dtype)
     return indices.long(), values

@@ -1,29 +1,21 @@
 """One allgather per step for the pairs of every compressed tensor.
 
 ``compress()`` only queues a tensor's encoded pairs. The first ``decompress()`` of the step (Horovod
-calls them after every ``compress()`` of the step) packs the queue into one byte buffer per rank and
-runs one allgather, so the number of collective calls per step does not grow with the number of
-layers. A rank's buffer:
-
-    int64 header: [number of tensors, layout checksum, count of tensor 0, count of tensor 1, ...]
-    then per tensor, in name order: indices | values | scales (the ``sign`` encoding's)
-
-Tensors are packed in name order, so ranks may compress them in different orders. Every rank
-checks every header against its own and raises (all of them do, so none hangs) when ranks disagree
-on which tensors were compressed or how.
+calls them after every ``compress()`` of the step) packs the queue into one byte buffer per rank
+(format: :mod:`horovod_distq.wire`) and runs one allgather, so the number of collective calls per
+step does not grow with the number of layers. Tensors are packed in name order, so ranks may
+compress them in different orders.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import horovod.torch as hvd
 import torch
 
+from horovod_distq import wire
 from horovod_distq.torch.encoding import EncodedPairs, decode, segment_bytes
-
-_HEADER_FIELDS = 2
 
 
 @dataclass(frozen=True)
@@ -37,7 +29,7 @@ class QueuedTensor:
     pairs: EncodedPairs
 
     def layout(self, name: str) -> str:
-        return f"{name}:{self.numel}:{self.encoding}:{self.index_dtype}:{self.gradient_dtype}"
+        return wire.tensor_layout(name, self.numel, self.encoding, str(self.index_dtype), str(self.gradient_dtype))
 
 
 @dataclass(frozen=True)
@@ -92,7 +84,7 @@ class StepExchange:
         names = sorted(self._pending)
         queued = [self._pending[n] for n in names]
         self._pending = {}
-        checksum = zlib.crc32("\n".join(q.layout(n) for n, q in zip(names, queued)).encode())
+        checksum = wire.layout_checksum(q.layout(n) for n, q in zip(names, queued))
         counts = [q.pairs.indices.numel() for q in queued]
         header = torch.tensor([len(names), checksum, *counts], dtype=torch.int64)
         device = queued[0].pairs.indices.device if queued else torch.device("cpu")
@@ -107,15 +99,12 @@ class StepExchange:
         pieces: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
         offset = 0
         for rank in range(self.process_set.size()):
-            header_bytes = (_HEADER_FIELDS + len(names)) * 8
+            header_bytes = wire.header_bytes(len(names))
             their_header = gathered[offset : offset + header_bytes].clone().view(torch.int64).tolist()
-            if their_header[:_HEADER_FIELDS] != [len(names), checksum]:
-                raise RuntimeError(
-                    f"DistQ: rank {rank} compressed other tensors (or with another encoding) than this rank "
-                    f"in the same step; this rank compressed {names}. Give every rank the same DistQ settings."
-                )
+            if their_header[: wire.HEADER_FIELDS] != [len(names), checksum]:
+                raise RuntimeError(wire.mismatch_message(rank, names))
             offset += header_bytes
-            for name, q, count in zip(names, queued, their_header[_HEADER_FIELDS:]):
+            for name, q, count in zip(names, queued, their_header[wire.HEADER_FIELDS :]):
                 size = segment_bytes(q.encoding, count, q.index_dtype, q.gradient_dtype)
                 pieces[name].append(decode(q.encoding, gathered[offset : offset + size], count, q.index_dtype,
                                            q.gradient_dtype))

@@ -55,20 +55,6 @@ def all_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
     return list(gathered)
 
 
-def reference_decoded(values: np.ndarray, encoding: str) -> np.ndarray:
-    """What receivers decode from selected float32 values, computed with NumPy."""
-    if encoding in ("auto", "float32"):
-        return values
-    if encoding == "float16":
-        return values.astype(np.float16).astype(np.float32)
-    if encoding == "bfloat16":
-        return torch.from_numpy(values).bfloat16().float().numpy()
-    positive = values > 0
-    scale_pos = np.abs(values[positive]).mean() if positive.any() else 0.0
-    scale_neg = np.abs(values[~positive]).mean() if (~positive).any() else 0.0
-    return np.where(positive, scale_pos, -scale_neg).astype(np.float32)
-
-
 def selected_part(tensor: torch.Tensor, compression: DistQ, ratio: float | None = None) -> torch.Tensor:
     """Dense tensor holding what the reference rule selects from ``tensor`` (as decoded), zeros elsewhere.
 
@@ -78,7 +64,7 @@ def selected_part(tensor: torch.Tensor, compression: DistQ, ratio: float | None 
     flat = tensor.reshape(-1).numpy()
     mask = reference.selection_mask(flat, float(fitted.center), float(fitted.threshold))
     dense = np.zeros_like(flat)
-    dense[mask] = reference_decoded(flat[mask], compression.config.value_encoding)
+    dense[mask] = reference.decoded_values(flat[mask], compression.config.value_encoding)
     return torch.from_numpy(dense).view_as(tensor)
 
 

@@ -1,0 +1,221 @@
+"""Checks DistQ inside Horovod's TensorFlow gradient tape, Keras 3 models; run under ``horovodrun -np 2``.
+
+Every check compares what the tape produced with an independent dense computation: each rank's
+raw gradients are computed with a plain ``tf.GradientTape``, exchanged with a dense allgather, and
+the expected result is built from them with the NumPy reference selection rule. Each check runs
+eagerly and inside ``tf.function``. Exits non-zero (an AssertionError) on the first mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import horovod.tensorflow as hvd
+import keras
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import horovod_distq.tensorflow as distq
+from tests import reference
+
+RATIO = 0.05
+MODES = ("eager", "function")
+
+
+def make_model() -> keras.Model:
+    keras.utils.set_random_seed(0)  # identical initial parameters on every rank
+    return keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(128, activation="tanh"), keras.layers.Dense(10)]
+    )
+
+
+def batch(step: int, zero_input: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    generator = np.random.default_rng(1000 * hvd.rank() + step)
+    x = generator.standard_normal((32, 64)).astype(np.float32)
+    y = generator.integers(0, 10, 32)
+    return tf.constant(np.zeros_like(x) if zero_input else x), tf.constant(y)
+
+
+def loss_of(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    logits = model(x)
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+
+def raw_gradients(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> dict[str, np.ndarray]:
+    """This rank's gradients by a plain tape: no Horovod, no compression."""
+    with tf.GradientTape() as tape:
+        loss = loss_of(model, x, y)
+    grads = tape.gradient(loss, model.trainable_variables)
+    return {v.path: g.numpy() for v, g in zip(model.trainable_variables, grads)}
+
+
+def all_ranks(array: np.ndarray) -> list[np.ndarray]:
+    """Every rank's copy of an array, by a dense allgather."""
+    return list(hvd.allgather(tf.constant(array[None])).numpy())
+
+
+def selected_part(array: np.ndarray, compression: distq.DistQ, ratio: float | None = None) -> np.ndarray:
+    """What the reference rule selects from ``array`` (as decoded), zeros elsewhere.
+
+    ``ratio``: the ratio the fit ran at (the closed loop's, when it is on); the target by default.
+    """
+    fitted = distq.sparsify(tf.constant(array), ratio or compression.config.ratio, compression.config.distribution)
+    flat = array.reshape(-1)
+    mask = reference.selection_mask(flat, float(fitted.center), float(fitted.threshold))
+    dense = np.zeros_like(flat)
+    dense[mask] = reference.decoded_values(flat[mask], compression.config.value_encoding)
+    return dense.reshape(array.shape)
+
+
+def check_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    if not np.allclose(actual, expected, rtol=1e-5, atol=1e-7):
+        worst = np.abs(actual - expected).max()
+        raise AssertionError(f"rank {hvd.rank()}: {what}: max abs difference {worst:g}")
+
+
+def reduced_gradients(model, compression, x, y, mode: str, horovod_tape: bool = False, **options):
+    """The tape's reduced gradients for one batch, eagerly or from a tf.function."""
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_of(model, x, y)
+        if horovod_tape:  # Horovod's own tape, fed the tf.Variables behind the Keras variables
+            tape = hvd.DistributedGradientTape(tape, compression=compression, **options)
+            return tape.gradient(loss, [v.value for v in model.trainable_variables])
+        tape = distq.DistributedGradientTape(tape, compression=compression, **options)
+        return tape.gradient(loss, model.trainable_variables)
+
+    return step(x, y) if mode == "eager" else tf.function(step)(x, y)
+
+
+def check_average_without_error_feedback(mode: str, op=hvd.Average, predivide: float = 1.0,
+                                         encoding: str = "auto", horovod_tape: bool = False) -> None:
+    model = make_model()
+    compression = distq.DistQ(ratio=RATIO, error_feedback=False, value_encoding=encoding, closed_loop=False)
+    x, y = batch(0)
+    raw = raw_gradients(model, x, y)
+    grads = reduced_gradients(model, compression, x, y, mode, horovod_tape, op=op,
+                              gradient_predivide_factor=predivide)
+    scale = 1.0 / hvd.size() if op == hvd.Average else 1.0
+    for variable, grad in zip(model.trainable_variables, grads):
+        ranks = all_ranks(raw[variable.path])
+        sparse = compression.compresses(variable.value)
+        contributions = [selected_part(g, compression) for g in ranks] if sparse else ranks
+        what = f"{variable.path} {mode} op={op} predivide={predivide} encoding={encoding} horovod_tape={horovod_tape}"
+        check_close(grad.numpy(), np.sum(contributions, axis=0) * scale, what)
+    # Named after the Keras variables by distq's tape, by position under Horovod's own.
+    paths = {v.path for v in model.trainable_variables}
+    expected_names = {f"gradient.{i}" for i in range(len(paths))} if horovod_tape else paths
+    assert set(compression.stats) == expected_names, compression.stats
+    assert sum(not s.dense for s in compression.stats.values()) == 2, compression.stats
+
+
+def check_empty_selection_on_one_rank(mode: str) -> None:
+    model = make_model()
+    compression = distq.DistQ(ratio=RATIO, error_feedback=False, closed_loop=False)
+    # Rank 1 sees zero inputs, so its first-layer kernel gradient is exactly zero: nothing selected.
+    x, y = batch(0, zero_input=hvd.rank() == 1)
+    kernel = model.trainable_variables[0]
+    raw = raw_gradients(model, x, y)
+    grads = reduced_gradients(model, compression, x, y, mode)
+    if hvd.rank() == 1:
+        assert compression.stats[kernel.path].selected == 0
+    contributions = [selected_part(g, compression) for g in all_ranks(raw[kernel.path])]
+    check_close(grads[0].numpy(), np.sum(contributions, axis=0) / hvd.size(), f"empty selection {mode}")
+
+
+def check_error_feedback_training(mode: str, encoding: str = "auto") -> list[np.ndarray]:
+    """Trains a few steps with error feedback; checks accumulated == sent + residual each step,
+    the reduced gradient against every rank's sent part, and that tf.function traces once."""
+    model = make_model()
+    compression = distq.DistQ(ratio=RATIO, value_encoding=encoding)
+    optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_of(model, x, y)
+        tape = distq.DistributedGradientTape(tape, compression=compression)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return grads
+
+    run = tf.function(step) if mode == "function" else step
+    for index in range(6):
+        x, y = batch(index)
+        raw = raw_gradients(model, x, y)
+        states = compression.tensors
+        before = {name: states[name].residual.numpy() if name in states else np.zeros(g.size, g.dtype)
+                  for name, g in raw.items()}
+        fit_ratios = {name: float(np.exp(states[name].loop[0])) if name in states else RATIO for name in raw}
+        grads = run(x, y)
+        if index == 0 and mode == "function":
+            # The first call may trace twice (once to create DistQ's variables); later ones reuse it.
+            traces = run.experimental_get_tracing_count()
+        for variable, grad in zip(model.trainable_variables, grads):
+            name = variable.path
+            if not compression.compresses(variable.value):
+                continue
+            accumulated = raw[name] + np.reshape(before[name], raw[name].shape)
+            residual = compression.tensors[name].residual.numpy().reshape(accumulated.shape)
+            sent = accumulated - residual
+            what = f"{name} step {index} {mode} {encoding}"
+            check_close(sent, selected_part(accumulated, compression, fit_ratios[name]), what + ": sent != selection")
+            check_close(sent + residual, accumulated, what + ": accumulated != sent + residual")
+            check_close(grad.numpy(), np.sum(all_ranks(sent), axis=0) / hvd.size(), what + ": reduced gradient")
+            stats = compression.stats[name]
+            # Traced and eager gradients may differ in the last bits: count what was clearly sent.
+            assert np.count_nonzero(np.abs(sent) > 1e-6) <= stats.selected < stats.numel / 10, stats
+            assert stats.bytes_sent < stats.dense_bytes / 4, stats
+    if mode == "function":
+        assert run.experimental_get_tracing_count() == traces <= 2, (traces, run.experimental_get_tracing_count())
+    check_checkpoint(compression)
+    return [v.numpy() for v in model.trainable_variables]
+
+
+def check_checkpoint(compression: distq.DistQ) -> None:
+    """tf.train.Checkpoint saves the state; a fresh DistQ restores it when its variables are created."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = tf.train.Checkpoint(distq=compression).save(os.path.join(folder, f"distq-{hvd.rank()}"))
+        restored = distq.DistQ(ratio=RATIO)
+        status = tf.train.Checkpoint(distq=restored).restore(path)
+        for name, state in compression.tensors.items():
+            # A zero gradient: the restored residual is what gets fitted; the sent entries leave it.
+            restored.compress(tf.zeros([state.numel], state.gradient_dtype), name=name)
+            after = restored.tensors[name]
+            changed = np.count_nonzero(after.residual.numpy() != state.residual.numpy())
+            assert changed <= int(after.selected.numpy()) and np.count_nonzero(state.residual.numpy()) > changed
+            assert float(after.loop[1]) == float(state.loop[0]), "closed-loop state not restored"
+        status.assert_consumed()
+
+
+def check_identical_parameters(parameters: list[np.ndarray]) -> None:
+    for index, param in enumerate(parameters):
+        copies = all_ranks(param)
+        assert all(np.array_equal(copies[0], c) for c in copies[1:]), f"parameter {index} differs between ranks"
+
+
+def main() -> None:
+    hvd.init()
+    assert hvd.size() == 2, "run with horovodrun -np 2"
+    for mode in MODES:
+        check_average_without_error_feedback(mode)
+        check_average_without_error_feedback(mode, op=hvd.Sum)
+        check_average_without_error_feedback(mode, predivide=2.0)
+        check_average_without_error_feedback(mode, horovod_tape=True)
+        check_empty_selection_on_one_rank(mode)
+        for encoding in ("float32", "float16", "bfloat16", "sign"):
+            check_average_without_error_feedback(mode, encoding=encoding)
+        for encoding in ("auto", "sign"):
+            check_identical_parameters(check_error_feedback_training(mode, encoding))
+    print(f"rank {hvd.rank()}: all DistQ tape checks passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()

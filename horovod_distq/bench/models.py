@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from horovod_distq.bench.data import digits_split
 
 
 class DigitsCNN(torch.nn.Module):
@@ -42,13 +43,6 @@ MODELS = {"digits_cnn": DigitsCNN, "wide_mlp": WideMLP}
 
 def load_digits_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images, train labels, test images, test labels); images as [N, 1, 8, 8] in [0, 1]."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    images = torch.from_numpy((digits.images / 16.0).astype(np.float32)).unsqueeze(1)
-    labels = torch.from_numpy(digits.target.astype(np.int64))
-    train_x, test_x, train_y, test_y = train_test_split(
-        images, labels, test_size=0.2, random_state=seed, stratify=labels
-    )
-    return train_x, train_y, test_x, test_y
+    train_x, train_y, test_x, test_y = digits_split(seed)
+    return (torch.from_numpy(train_x).unsqueeze(1), torch.from_numpy(train_y),
+            torch.from_numpy(test_x).unsqueeze(1), torch.from_numpy(test_y))

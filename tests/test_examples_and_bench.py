@@ -18,6 +18,15 @@ def test_digits_example_runs_and_saves(tmp_path) -> None:
     assert (tmp_path / "distq.pt").exists() and "saved:" in output
 
 
+def test_tensorflow_digits_example_runs_and_saves(tmp_path) -> None:
+    output = horovodrun(ROOT / "examples/tensorflow2_digits.py", "gloo", "--epochs", "1", "--out", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [run["compression"] for run in summary["runs"]] == ["none", "distq"]
+    # One trace (two on the first call, which creates variables), not one per step.
+    assert all(run["traces"] <= 2 for run in summary["runs"]), summary
+    assert (tmp_path / "distq.index").exists() and "saved:" in output
+
+
 def bench(*args: str, out) -> None:
     command = [sys.executable, "-m", "horovod_distq.bench", "--out", str(out), *args]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -92,6 +92,16 @@ void Selection::write_indices_as(Index* indices) const {
   }
 }
 
+namespace {
+
+// |value - center| - threshold, for the finite entries only: what a later stage fits.
+inline void append_excess(std::vector<double>& excess, double value, double center, double threshold) {
+  const double over = std::fabs(value - center) - threshold;
+  if (std::isfinite(over)) excess.push_back(over);
+}
+
+}  // namespace
+
 void Selection::write_indices(int32_t* indices) const { write_indices_as(indices); }
 void Selection::write_indices(int64_t* indices) const { write_indices_as(indices); }
 
@@ -113,16 +123,15 @@ std::vector<double> Selection::excesses(double center, double threshold) const {
   dispatch_dtype(dtype_, [&](auto tag) {
     const auto* data = static_cast<const decltype(tag)*>(x_);
     for (const auto& found : chunk_indices_) {
-      for (const int64_t i : found) {
-        const double excess = std::fabs(static_cast<double>(load(data + i)) - center) - threshold;
-        if (std::isfinite(excess)) result.push_back(excess);
-      }
+      for (const int64_t i : found) append_excess(result, static_cast<double>(load(data + i)), center, threshold);
     }
   });
   return result;
 }
 
-void Selection::retain(double center, double threshold) {
+std::vector<double> Selection::retain(double center, double threshold) {
+  std::vector<double> excess;
+  excess.reserve(size_);
   size_ = 0;
   dispatch_dtype(dtype_, [&](auto tag) {
     using T = decltype(tag);
@@ -131,11 +140,18 @@ void Selection::retain(double center, double threshold) {
     const C c = static_cast<C>(center);
     const C t = static_cast<C>(threshold);
     for (auto& found : chunk_indices_) {
-      found.erase(std::remove_if(found.begin(), found.end(), [&](int64_t i) { return !keep(load(data + i), c, t); }),
+      found.erase(std::remove_if(found.begin(), found.end(),
+                                 [&](int64_t i) {
+                                   const auto value = load(data + i);
+                                   if (!keep(value, c, t)) return true;
+                                   append_excess(excess, static_cast<double>(value), center, threshold);
+                                   return false;
+                                 }),
                   found.end());
       size_ += static_cast<int64_t>(found.size());
     }
   });
+  return excess;
 }
 
 }  // namespace distq

@@ -29,7 +29,8 @@ class Selection {
   std::vector<double> excesses(double center, double threshold) const;
   // Drops the selected entries with |x[i] - center| < threshold (compared in the compute type);
   // with a higher threshold than the selection's, the result is the selection at that threshold.
-  void retain(double center, double threshold);
+  // Returns the excesses of the kept entries over it, found in the same read: the next stage's data.
+  std::vector<double> retain(double center, double threshold);
 
  private:
   template <typename Index>

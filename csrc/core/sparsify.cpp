@@ -42,7 +42,7 @@ constexpr double kFirstStageOverTarget = 8.0;
 // of the entries still selected over the current threshold, at the ratio that takes the count
 // still selected to the target in the stages left (so a stage that kept too many is corrected by
 // the next), and raises the threshold by that quantile. One pass over the tensor for the fit and
-// one for the selection; later stages read only the entries still selected.
+// one for the selection; each later stage reads the entries still selected once.
 Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params) {
   validate(params);
   FamilyParams stage = params;
@@ -59,8 +59,11 @@ Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const 
     selection = Selection(x, n, dtype, fitted.center, fitted.threshold);
   }
   stage.center_at_zero = true;
+  // Each later stage reads the entries still selected once: retain() filters them at the new
+  // threshold and hands back their excesses for the stage after.
+  std::vector<double> excess;
+  if (params.stages > 1 && selection.size() > target) excess = selection.excesses(fitted.center, fitted.threshold);
   for (int64_t left = params.stages - 1; left > 0 && selection.size() > target; --left) {
-    const std::vector<double> excess = selection.excesses(fitted.center, fitted.threshold);
     stage.ratio = std::pow(target / static_cast<double>(selection.size()), 1.0 / static_cast<double>(left));
     const Fit tail =
         fit(excess.data(), static_cast<int64_t>(excess.size()), DType::kFloat64, tail_family(family), stage);
@@ -68,7 +71,7 @@ Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const 
     fitted.threshold = to_compute_type(fitted.threshold + tail.threshold, dtype);
     fitted.scale = tail.scale;
     fitted.shape = tail.shape;
-    selection.retain(fitted.center, fitted.threshold);
+    excess = selection.retain(fitted.center, fitted.threshold);
   }
   return Sparsified{fitted, std::move(selection)};
 }

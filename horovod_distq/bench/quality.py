@@ -1,7 +1,8 @@
 """Quality suite: how close each family's threshold keeps to the target on real gradients.
 
-Real models train on real data that installs offline: the digits CNN on scikit-learn's digits, and
-a character-level Transformer language model on the Python standard library's own sources. During
+Real models train on real data that installs offline: the digits CNN and a wide MLP on
+scikit-learn's digits, a character-level Transformer language model on the Python standard
+library's own sources (all torch), and the Keras 3 twin of the digits CNN trained by TensorFlow. During
 training, gradients of every tensor with at least ``MIN_NUMEL`` entries are captured over windows
 of consecutive steps, raw and error-feedback-accumulated (the residual of an exact top-k at the
 same ratio, so the accumulation does not favour any family). Each family then selects from each
@@ -12,6 +13,7 @@ closed loop (:class:`horovod_distq.RatioController`) after 5 steps of history in
 from __future__ import annotations
 
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 import horovod_distq
 from horovod_distq import RatioController
 from horovod_distq.bench.baselines import torch_topk
+from horovod_distq.bench.data import digits_split
 from horovod_distq.bench.models import DigitsCNN, WideMLP, load_digits_split
 from horovod_distq.torch import sparsify
 
@@ -92,9 +95,8 @@ def _loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def capture(model_name: str, steps: int = 240, windows: int = 4, ratios: tuple[float, ...] = RATIOS,
-            seed: int = 0) -> list[Snapshot]:
-    """Trains ``model_name`` and captures raw and accumulated gradients in ``windows`` windows."""
+def _torch_gradients(model_name: str, steps: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Trains a torch model; yields each step's gradients of the tracked tensors before the update."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if model_name in ("digits_cnn", "wide_mlp"):
@@ -105,23 +107,64 @@ def capture(model_name: str, steps: int = 240, windows: int = 4, ratios: tuple[f
         model, batches = CharTransformer(), _text_batches(32, 64, generator)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     tracked = {n: p for n, p in model.named_parameters() if p.numel() >= MIN_NUMEL}
-    residuals = {(n, r): torch.zeros_like(p) for n, p in tracked.items() for r in ratios}
-    starts = [int(steps * (w + 1) / (windows + 1)) for w in range(windows)]
-    snapshots = []
     for step in range(steps):
         inputs, targets = next(batches)
         optimizer.zero_grad()
         loss = _loss(model, inputs, targets)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"{model_name} diverged at step {step}: its gradients would not be real gradients")
+        _check_finite(model_name, step, float(loss.detach()))
         loss.backward()
+        yield {name: param.grad.detach() for name, param in tracked.items()}
+        optimizer.step()
+
+
+def _keras_gradients(model_name: str, steps: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Trains a Keras 3 model in TensorFlow; yields each step's gradients (as torch tensors)."""
+    import keras
+    import tensorflow as tf
+
+    from horovod_distq.bench.keras_models import digits_cnn
+
+    keras.utils.set_random_seed(seed)
+    model = digits_cnn()
+    optimizer = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    tracked = [v for v in model.trainable_variables if int(np.prod(v.shape)) >= MIN_NUMEL]
+
+    @tf.function
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return loss, tape.gradient(loss, tracked)
+
+    train_x, train_y, _, _ = digits_split()
+    generator = np.random.default_rng(seed)
+    for step in range(steps):
+        index = generator.integers(0, len(train_x), 32)
+        loss, grads = gradients(tf.constant(train_x[index, ..., None]), tf.constant(train_y[index]))
+        _check_finite(model_name, step, float(loss))
+        yield {v.path: torch.from_numpy(g.numpy()) for v, g in zip(tracked, grads)}
+        optimizer.apply_gradients(zip(grads, tracked))
+
+
+def _check_finite(model_name: str, step: int, loss: float) -> None:
+    if not np.isfinite(loss):
+        raise RuntimeError(f"{model_name} diverged at step {step}: its gradients would not be real gradients")
+
+
+def capture(model_name: str, steps: int = 240, windows: int = 4, ratios: tuple[float, ...] = RATIOS,
+            seed: int = 0) -> list[Snapshot]:
+    """Trains ``model_name`` and captures raw and accumulated gradients in ``windows`` windows."""
+    source = _keras_gradients if model_name in KERAS_MODELS else _torch_gradients
+    residuals: dict[tuple[str, float], torch.Tensor] = {}
+    starts = [int(steps * (w + 1) / (windows + 1)) for w in range(windows)]
+    snapshots = []
+    for step, grads in enumerate(source(model_name, steps, seed)):
         window = next((w for w, s in enumerate(starts) if s <= step < s + WINDOW), None)
-        for name, param in tracked.items():
-            grad = param.grad.detach()
+        for name, grad in grads.items():
             if window is not None:
                 snapshots.append(Snapshot(model_name, name, window, step - starts[window], "raw", None, grad.clone()))
             for ratio in ratios:
-                accumulated = grad + residuals[(name, ratio)]
+                accumulated = grad + residuals.get((name, ratio), 0)
                 if window is not None:
                     snapshots.append(Snapshot(model_name, name, window, step - starts[window], "accumulated",
                                               ratio, accumulated.clone()))
@@ -129,7 +172,6 @@ def capture(model_name: str, steps: int = 240, windows: int = 4, ratios: tuple[f
                 residual = accumulated.clone().view(-1)
                 residual[chosen] = 0
                 residuals[(name, ratio)] = residual.view_as(grad)
-        optimizer.step()
     return snapshots
 
 
@@ -193,7 +235,8 @@ def summarize(records: list[dict], min_target: float = 0) -> list[dict]:
     return rows
 
 
-MODELS = ("digits_cnn", "wide_mlp", "char_transformer")
+KERAS_MODELS = ("keras_digits_cnn",)
+MODELS = ("digits_cnn", "wide_mlp", "char_transformer", *KERAS_MODELS)
 
 
 def run(models: tuple[str, ...] = MODELS, ratios: tuple[float, ...] = RATIOS,

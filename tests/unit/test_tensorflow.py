@@ -194,5 +194,5 @@ class TestDistQ:
         layer = keras.layers.Dense(3)
         layer.build((None, 2))
         assert all(isinstance(distq_tf.backing_variable(v), tf.Variable) for v in layer.trainable_variables)
-        with pytest.raises(TypeError, match="tf.Variable or a Keras variable"):
+        with pytest.raises(TypeError, match=r"tf\.Variable or a Keras variable"):
             distq_tf.backing_variable(tf.ones([2]))

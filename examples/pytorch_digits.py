@@ -13,15 +13,14 @@ checkpoint per run (model, optimizer and DistQ state) plus ``summary.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import horovod.torch as hvd
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from horovod_distq.bench.examples import checkpoint_contents, parse_arguments, print_and_save
 from horovod_distq.bench.models import DigitsCNN, load_digits_split
 from horovod_distq.torch import DistQ
 
@@ -88,22 +87,12 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
             checkpoint["distq"] = compression.state_dict()
         path = args.out / f"{kind}.pt"
         torch.save(checkpoint, path)
-        result["checkpoint"] = str(path)
+        result.update(checkpoint=str(path), contents=checkpoint_contents(isinstance(compression, DistQ)))
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compression", nargs="+", default=["none", "distq"], choices=["none", "fp16", "distq"])
-    parser.add_argument("--ratio", type=float, default=0.01)
-    parser.add_argument("--distribution", default="normal")
-    parser.add_argument("--value-encoding", default="auto")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/digits"))
-    args = parser.parse_args()
+    args = parse_arguments(__doc__, "runs/digits")
 
     hvd.init()
     torch.set_num_threads(1)  # one core per worker
@@ -112,19 +101,7 @@ def main() -> None:
     results = [train(kind, args, data) for kind in args.compression]
     if hvd.rank() != 0:
         return
-    dense_bytes = next((r["bytes_sent_per_step"] for r in results if r["compression"] == "none"), None)
-    print(f"{'compression':<12}{'test acc':>10}{'bytes/step':>12}{'vs dense':>10}{'steps':>7}{'seconds':>9}")
-    for r in results:
-        share = f"{r['bytes_sent_per_step'] / dense_bytes:.2%}" if dense_bytes else "-"
-        print(f"{r['compression']:<12}{r['test_accuracy']:>10.4f}{r['bytes_sent_per_step']:>12.0f}"
-              f"{share:>10}{r['steps']:>7}{r['seconds']:>9.1f}")
-    summary = args.out / "summary.json"
-    summary.write_text(json.dumps({"workers": hvd.size(), "runs": results}, indent=2) + "\n")
-    print("saved:")
-    for r in results:
-        print(f"  {r['checkpoint']}  ({r['compression']}: model, optimizer" +
-              (", DistQ residuals and closed-loop state)" if r["compression"] == "distq" else ")"))
-    print(f"  {summary}  (accuracy, bytes per step, timings)")
+    print_and_save(results, hvd.size(), args.out)
 
 
 if __name__ == "__main__":

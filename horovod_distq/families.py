@@ -109,3 +109,33 @@ AUTO_STAGES = 3
 def default_stages(distribution: str) -> int:
     """Stages used when none are given: 3 for ``auto`` (its tail family fits the later stages), else 1."""
     return AUTO_STAGES if distribution == "auto" else 1
+
+
+def sparsify_arguments(distribution: str, ratio: Any, stages: int | None, **family_params: Any) -> tuple[float, int]:
+    """Validates the arguments both frontends' ``sparsify`` take, before any kernel runs.
+
+    Args:
+        distribution: a key of :data:`FAMILIES`.
+        ratio: the target ratio; checked when it is a Python number (a tensor is left to the kernel).
+        stages: peaks-over-threshold stages, or None for the family's default.
+        **family_params: the family's keyword parameters.
+
+    Returns:
+        ``(dof, stages)`` as the compiled kernel takes them.
+
+    Raises:
+        ValueError: unknown family, or an invalid ratio, stage count or parameter.
+        TypeError: a parameter the family does not take.
+
+    Example:
+        >>> sparsify_arguments("auto", 0.01, None)
+        (0.0, 3)
+    """
+    arguments = family_arguments(distribution, **family_params)
+    if isinstance(ratio, (int, float)) and not 0 < ratio <= 1:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
+    if stages is None:
+        stages = default_stages(distribution)
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise ValueError(f"stages must be a positive integer, got {stages!r}")
+    return arguments["dof"], stages

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
-from horovod_distq.families import default_stages, family_arguments
+from horovod_distq.families import sparsify_arguments
 from horovod_distq.tensorflow._library import ops as _ops
 
 DEFAULT_SAMPLE_SIZE = 4096
@@ -69,13 +69,7 @@ def sparsify(
         >>> sel = sparsify(g, 0.001)
         >>> int(tf.size(sel.indices))  # about 1000
     """
-    arguments = family_arguments(distribution, **family_params)
-    if isinstance(ratio, (int, float)) and not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
-    if stages is None:
-        stages = default_stages(distribution)
-    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
-        raise ValueError(f"stages must be a positive integer, got {stages!r}")
+    dof, stages = sparsify_arguments(distribution, ratio, stages, **family_params)
     tensor = tf.convert_to_tensor(tensor)
     if tensor.dtype not in (tf.float32, tf.float64, tf.float16, tf.bfloat16):
         raise TypeError(f"sparsify expects a float32, float64, float16 or bfloat16 tensor, got {tensor.dtype.name}")
@@ -85,7 +79,7 @@ def sparsify(
         tensor,
         tf.cast(ratio, tf.float64),
         distribution=distribution,
-        dof=arguments["dof"],
+        dof=dof,
         sample_size=int(sample_size),
         stages=stages,
         Tindex=index_dtype,

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from horovod_distq.families import default_stages, family_arguments
+from horovod_distq.families import sparsify_arguments
 from horovod_distq.torch import _library  # noqa: F401  (registers torch.ops.distq)
 
 DEFAULT_SAMPLE_SIZE = 4096
@@ -72,14 +72,8 @@ def sparsify(
         >>> sel = sparsify(g, 0.001)
         >>> sel.indices.numel()  # about 1000
     """
-    arguments = family_arguments(distribution, **family_params)
-    if not 0 < ratio <= 1:
-        raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
-    if stages is None:
-        stages = default_stages(distribution)
-    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
-        raise ValueError(f"stages must be a positive integer, got {stages!r}")
+    dof, stages = sparsify_arguments(distribution, ratio, stages, **family_params)
     indices, values, threshold, center = torch.ops.distq.sparsify(
-        tensor, float(ratio), distribution, arguments["dof"], int(sample_size), stages
+        tensor, float(ratio), distribution, dof, int(sample_size), stages
     )
     return SparseSelection(indices, values, threshold, center)

@@ -61,9 +61,9 @@ FAMILIES: dict[str, FamilySpec] = {
             "sigma * (delta^-xi - 1) / xi (xi -> 0: the exponential's)",
         ),
         FamilySpec(
-            "auto", True,
-            "gamma fitted to the magnitudes (stage 1), generalized Pareto fitted to the excesses (later stages)",
-            "the gamma's at stage 1, raised by the generalized Pareto's quantile at each later stage",
+            "auto", False,
+            "Student-t with nu from the kurtosis (stage 1), generalized Pareto fitted to the excesses (later stages)",
+            "the Student-t's at stage 1, raised by the generalized Pareto's quantile at each later stage",
         ),
     )
 }

@@ -87,7 +87,7 @@ def multi_stage(x: np.ndarray, family: str, ratio: float, stages: int, dof: floa
                 sample_size: int = 4096) -> tuple[float, float]:
     """Peaks over threshold, as sparsify(stages=...) documents it: (center, final threshold)."""
     compute = x.dtype.type
-    body, tail = ("gamma", "gpareto") if family == "auto" else (family, family)
+    body, tail = ("student_t", "gpareto") if family == "auto" else (family, family)
     widest = ratio ** (1 / stages)
     first = min(widest, 8 * ratio)
     center, threshold = fit(x, body, first, dof, sample_size)

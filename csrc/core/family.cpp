@@ -19,7 +19,7 @@ Family parse_family(const std::string& name) {
   throw std::invalid_argument("distq: unknown distribution '" + name + "'; expected one of: " + known);
 }
 
-Family body_family(Family family) { return family == Family::kAuto ? Family::kGamma : family; }
+Family body_family(Family family) { return family == Family::kAuto ? Family::kStudentT : family; }
 Family tail_family(Family family) { return family == Family::kAuto ? Family::kGeneralizedPareto : family; }
 
 }  // namespace distq

@@ -10,8 +10,10 @@ namespace distq {
 
 enum class Family { kNormal, kLaplace, kCauchy, kStudentT, kExponential, kGamma, kGeneralizedPareto, kAuto };
 
-// "auto" is a composite: the gamma fits the body of the magnitudes (stage 1) and the generalized
-// Pareto, the limit law of excesses over a high threshold, fits the tail (every later stage).
+// "auto" is a composite chosen per tensor by its kurtosis: the Student-t, whose dof comes from
+// the tensor's excess kurtosis (heavy tails for raw gradients, close to normal for
+// error-feedback-accumulated ones), fits the body (stage 1) and the generalized Pareto, the limit
+// law of excesses over a high threshold, fits the tail (every later stage).
 Family body_family(Family family);
 Family tail_family(Family family);
 

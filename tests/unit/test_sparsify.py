@@ -13,7 +13,7 @@ from tests import reference
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 FAMILIES = list(horovod_distq.FAMILIES)
-SINGLE_FAMILIES = [f for f in FAMILIES if f != "auto"]  # auto is the gamma at one stage
+SINGLE_FAMILIES = [f for f in FAMILIES if f != "auto"]  # auto is the Student-t at one stage
 
 
 def gradient_like(n: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:

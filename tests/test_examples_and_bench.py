@@ -41,9 +41,10 @@ def test_kernels_suite(tmp_path) -> None:
 
 
 def test_quality_suite(tmp_path) -> None:
-    bench("quality", "--models", "digits_cnn", "--steps", "60", out=tmp_path)
+    bench("quality", "--models", "digits_cnn", "keras_digits_cnn", "--steps", "60", out=tmp_path)
     summary = json.loads((tmp_path / "quality.json").read_text())
     assert summary["all"] and (tmp_path / "quality.png").stat().st_size > 0
+    assert "| auto | 3 |" in (tmp_path / "quality.md").read_text()
 
 
 def test_e2e_suite_on_a_shaped_loopback(tmp_path) -> None:

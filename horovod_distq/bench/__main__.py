@@ -44,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         records, snapshots = quality.run(tuple(args.models), steps=args.steps)
         summary = {"all": quality.summarize(records), f"target>={args.min_target:g}":
                    quality.summarize(records, args.min_target)}
+        tables = []
         for subset, rows in summary.items():
             print(f"== {subset} tensors ==\n{quality.report(rows)}\n{quality.best(rows)}\n")
+            for loop in (False, True):
+                title = f"{subset} tensors, closed loop {'on (after 5 steps)' if loop else 'off (single shot)'}"
+                tables.append(f"### {title}\n\n{quality.markdown_table(rows, loop)}\n")
+        (args.out / "quality.md").write_text("\n".join(tables))
         shown = next(s for s in reversed(snapshots) if s.model == "char_transformer" and s.mode == "raw"
                      and s.tensor.endswith("linear1.weight")) if "char_transformer" in args.models else snapshots[-1]
         plots.quality(shown, records, args.out / "quality.png")

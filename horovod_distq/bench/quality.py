@@ -266,3 +266,18 @@ def best(rows: list[dict]) -> str:
                      f"x{top['stages']} stages: {top['within_20pct']:.0%} within +-20%, "
                      f"median |error| {top['median_abs_error']:.3f}, p95 {top['p95_abs_error']:.3f}")
     return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict], loop: bool, stages: tuple[int, ...] = (1, 3)) -> str:
+    """BENCHMARKS.md's table: per family and stages, share within +-20% (median / p95 |error|) per column."""
+    columns = [("raw", 0.01), ("raw", 0.001), ("accumulated", 0.01), ("accumulated", 0.001)]
+    cells = {(r["family"], r["stages"], r["mode"], r["ratio"]): r for r in rows if r["loop"] == loop}
+    lines = ["| family | stages | " + " | ".join(f"{mode} {ratio:g}" for mode, ratio in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for family in horovod_distq.FAMILIES:
+        for stage_count in stages:
+            row = [cells.get((family, stage_count, mode, ratio)) for mode, ratio in columns]
+            text = ["-" if r is None else f"{r['within_20pct']:.0%} ({r['median_abs_error']:.3f} / "
+                    f"{r['p95_abs_error']:.2f})" for r in row]
+            lines.append(f"| {family} | {stage_count} | " + " | ".join(text) + " |")
+    return "\n".join(lines)

@@ -31,13 +31,11 @@ def accumulation_dtype(dtype: tf.DType) -> tf.DType:
 
 
 class _SparseContext(NamedTuple):
-    """What decompress() needs to rebuild one sparse gradient."""
+    """What decompress() needs to exchange and rebuild one sparse gradient."""
 
     shape: tf.TensorShape
-    dtype: tf.DType
-    numel: int
-    indices: tf.Tensor
-    values: tf.Tensor
+    queued: QueuedTensor
+    op_name: str | None
 
 
 class TensorState(tf.Module):
@@ -225,7 +223,7 @@ class DistQ(tf.Module):
             self._names.start([])
 
     def compress(self, tensor: tf.Tensor, name: str | None = None) -> tuple[tf.Tensor, _SparseContext | None]:
-        """Selects, encodes and allgathers a gradient's pairs; returns the placeholder to allreduce.
+        """Selects and encodes a gradient's pairs; returns the placeholder to allreduce.
 
         Args:
             tensor: the gradient.
@@ -236,12 +234,15 @@ class DistQ(tf.Module):
             ``(tensor_to_allreduce, ctx)`` as Horovod's Compressor interface expects.
         """
         name = name if name is not None else self._names.next()
+        op_name = _op_name(tensor)
         if not self.compresses(tensor):
             if name is not None and tensor.shape.num_elements() is not None:
                 nbytes = tensor.shape.num_elements() * tensor.dtype.size
                 self._dense[name] = TensorStats(tensor.shape.num_elements(), tensor.shape.num_elements(), None,
                                                 nbytes, nbytes)
-            return tensor, None
+            # Named like the sparse path's placeholder: ranks that disagree on compressing this
+            # gradient meet in one Horovod allreduce, whose shape check fails on all of them.
+            return (tensor if op_name is None else tf.identity(tensor, name=op_name + "_payload")), None
         if name is None:
             if self.config.error_feedback:
                 raise ValueError(
@@ -273,14 +274,12 @@ class DistQ(tf.Module):
             state.residual.assign(tf.tensor_scatter_nd_update(accumulated, selection.indices[:, None], error))
         state.selected.assign(selected)
         state.threshold.assign(tf.cast(selection.threshold, tf.float64))
-        op_name = _op_name(tensor)
         queued = QueuedTensor(name, state.numel, self.config.value_encoding, tensor.dtype, pairs)
-        [(indices, values)] = exchange([queued], self.process_set, op_name and op_name + "_pairs")
         placeholder = tf.ones([1], tf.float32, name=op_name and op_name + "_payload")
-        return placeholder, _SparseContext(tensor.shape, tensor.dtype, state.numel, indices, values)
+        return placeholder, _SparseContext(tensor.shape, queued, op_name)
 
     def decompress(self, tensor: tf.Tensor, ctx: _SparseContext | None) -> tf.Tensor:
-        """Returns the reduced gradient from every rank's pairs.
+        """Allgathers every rank's pairs and returns the reduced gradient.
 
         Args:
             tensor: Horovod's allreduce result of what :meth:`compress` returned.
@@ -291,12 +290,16 @@ class DistQ(tf.Module):
         """
         if ctx is None:
             return tensor
-        dtype = accumulation_dtype(ctx.dtype)
+        # The pairs travel after the placeholder's allreduce (TensorFlow runs collectives in program
+        # order), so ranks that disagree on compressing a gradient fail there instead of waiting
+        # in an allgather that only some of them join.
+        [(indices, values)] = exchange([ctx.queued], self.process_set, ctx.op_name and ctx.op_name + "_pairs")
+        dtype = accumulation_dtype(ctx.queued.gradient_dtype)
         # The placeholder came back as size (op=Sum) or 1 (op=Average, any predivide factor); the
         # scale is applied to the gathered values, not to the dense sum (k entries, not n).
         scale = tf.cast(tensor[0], dtype) / self.process_set.size()
-        dense = tf.scatter_nd(ctx.indices[:, None], tf.cast(ctx.values, dtype) * scale, [ctx.numel])
-        return tf.cast(tf.reshape(dense, ctx.shape), ctx.dtype)
+        dense = tf.scatter_nd(indices[:, None], tf.cast(values, dtype) * scale, [ctx.queued.numel])
+        return tf.cast(tf.reshape(dense, ctx.shape), ctx.queued.gradient_dtype)
 
     def _state(self, name: str, tensor: tf.Tensor) -> TensorState:
         numel = tensor.shape.num_elements()

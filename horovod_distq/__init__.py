@@ -2,7 +2,7 @@
 
 This package is the framework-neutral layer: configuration, the family registry and the stats
 records. It imports neither torch nor TensorFlow; the frontends live in ``horovod_distq.torch``
-(and, later, ``horovod_distq.tensorflow``).
+and ``horovod_distq.tensorflow``.
 """
 
 from horovod_distq.config import DistQConfig

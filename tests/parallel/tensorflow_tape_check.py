@@ -53,7 +53,7 @@ def raw_gradients(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> dict[str, n
     with tf.GradientTape() as tape:
         loss = loss_of(model, x, y)
     grads = tape.gradient(loss, model.trainable_variables)
-    return {v.path: g.numpy() for v, g in zip(model.trainable_variables, grads)}
+    return {v.path: tf.convert_to_tensor(g).numpy() for v, g in zip(model.trainable_variables, grads)}
 
 
 def all_ranks(array: np.ndarray) -> list[np.ndarray]:
@@ -195,6 +195,36 @@ def check_checkpoint(compression: distq.DistQ) -> None:
         status.assert_consumed()
 
 
+def check_embedding_and_local_source(mode: str) -> None:
+    """Sparse (IndexedSlices) gradients stay Horovod's allgather, a registered local source stays
+    local, and the names DistQ keys its state by still follow the variables."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(50, 64),
+                              keras.layers.Flatten(), keras.layers.Dense(40), keras.layers.Dense(10)])
+    embedding, kernel, bias, local_kernel, local_bias = model.trainable_variables
+    compression = distq.DistQ(ratio=RATIO, error_feedback=False, closed_loop=False)
+    tokens = tf.constant(np.random.default_rng(hvd.rank()).integers(0, 50, (8, 4)), tf.int32)
+    labels = tf.constant(np.arange(8) % 10)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_of(model, tokens, labels)
+        tape = distq.DistributedGradientTape(tape, compression=compression)
+        tape.register_local_source(local_kernel)
+        return tape.gradient(loss, model.trainable_variables)
+
+    grads = step() if mode == "eager" else tf.function(step)()
+    raw = raw_gradients(model, tokens, labels)
+    assert isinstance(grads[0], tf.IndexedSlices)
+    dense_embedding = tf.convert_to_tensor(grads[0]).numpy()
+    check_close(dense_embedding, np.mean(all_ranks(raw[embedding.path]), axis=0), f"embedding {mode}")
+    sent = [selected_part(g, compression) for g in all_ranks(raw[kernel.path])]
+    check_close(grads[1].numpy(), np.mean(sent, axis=0), f"kernel next to an embedding {mode}")
+    # Horovod scales a local source's gradient by 1/size and sends nothing for it.
+    check_close(grads[3].numpy(), raw[local_kernel.path] / hvd.size(), f"local source {mode}")
+    assert set(compression.stats) == {kernel.path, bias.path, local_bias.path}, compression.stats
+
+
 def check_identical_parameters(parameters: list[np.ndarray]) -> None:
     for index, param in enumerate(parameters):
         copies = all_ranks(param)
@@ -210,6 +240,7 @@ def main() -> None:
         check_average_without_error_feedback(mode, predivide=2.0)
         check_average_without_error_feedback(mode, horovod_tape=True)
         check_empty_selection_on_one_rank(mode)
+        check_embedding_and_local_source(mode)
         for encoding in ("float32", "float16", "bfloat16", "sign"):
             check_average_without_error_feedback(mode, encoding=encoding)
         for encoding in ("auto", "sign"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,27 @@ class DistQConfig:
             raise ValueError(f"stages must be a positive integer, got {self.stages!r}")
         family_arguments(self.distribution, **self.family_params)
         value_encoding(self.value_encoding)
+
+    def agreement_key(self) -> int:
+        """A checksum of what every rank must share for their exchanges to match: which gradients
+        are compressed (``min_numel``) and how their values travel (``value_encoding``)."""
+        return zlib.crc32(f"{self.min_numel}:{self.value_encoding}".encode())
+
+    def check_agreement(self, keys: list[int]) -> None:
+        """Raises on every rank when the ranks' :meth:`agreement_key` values differ.
+
+        Args:
+            keys: every rank's key, in rank order (from an allgather).
+
+        Raises:
+            ValueError: the ranks disagree; a step would fail or wait in a collective only some join.
+        """
+        if len(set(keys)) > 1:
+            raise ValueError(
+                f"DistQ: ranks were given different min_numel or value_encoding (this rank: min_numel="
+                f"{self.min_numel}, value_encoding={self.value_encoding!r}; agreement keys by rank: {keys}). "
+                "Give every rank the same DistQ settings."
+            )
 
     @property
     def fit_stages(self) -> int:

@@ -140,6 +140,11 @@ class DistQ(tf.Module):
         process_set: the process set the tape reduces over (Horovod does not tell compressors).
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
+    Raises:
+        ValueError: an invalid setting; or, on every rank, ranks of ``process_set`` given different
+            ``min_numel`` or ``value_encoding`` (checked by one allgather when Horovod is initialized,
+            so make the compressor on every rank, in the same order).
+
     Example:
         >>> compression = DistQ(ratio=0.01, distribution="normal")
         >>> tape = horovod_distq.tensorflow.DistributedGradientTape(tape, compression=compression)
@@ -174,6 +179,12 @@ class DistQ(tf.Module):
             family_params=family_params,
         )
         self.process_set = process_set
+        if hvd.is_initialized() and process_set.included() and process_set.size() > 1:
+            # One allgather when the compressor is made, so ranks given different settings fail here
+            # instead of waiting in a step's collectives.
+            with tf.init_scope():
+                keys = hvd.allgather(tf.constant([self.config.agreement_key()], tf.int64), process_set=process_set)
+            self.config.check_agreement(keys.numpy().tolist())
         self.tensors: dict[str, TensorState] = {}
         self._dense: dict[str, TensorStats] = {}
         self._names = _GradientNames()

@@ -59,6 +59,11 @@ class DistQ:
         process_set: the process set the optimizer uses (Horovod does not tell compressors).
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
+    Raises:
+        ValueError: an invalid setting; or, on every rank, ranks of ``process_set`` given different
+            ``min_numel`` or ``value_encoding`` (checked by one allgather when Horovod is initialized,
+            so make the compressor on every rank, in the same order).
+
     Example:
         >>> compression = DistQ(ratio=0.01, distribution="normal")
         >>> opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
@@ -92,6 +97,10 @@ class DistQ:
             closed_loop=closed_loop,
             family_params=family_params,
         )
+        if hvd.is_initialized() and process_set.included() and process_set.size() > 1:
+            # One allgather when the compressor is made, so ranks given different settings fail here.
+            keys = hvd.allgather(torch.tensor([self.config.agreement_key()]), process_set=process_set)
+            self.config.check_agreement(keys.tolist())
         self.memory = ErrorFeedback()
         self.controller = RatioController(self.config.ratio)
         self.exchange = StepExchange(process_set)

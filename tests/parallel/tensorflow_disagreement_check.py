@@ -15,35 +15,42 @@ import tensorflow as tf
 
 import horovod_distq.tensorflow as distq
 
+SETTINGS_MESSAGE = "Give every rank the same DistQ settings"
 
-def step_with(compression: distq.DistQ) -> None:
+
+def step_with(compression: distq.DistQ, dtype: str = "float32") -> None:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(32)])
+    model = keras.Sequential([keras.Input((64,), dtype=dtype), keras.layers.Dense(32, dtype=dtype)])
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(model(tf.random.normal([8, 64])))
+        loss = tf.reduce_sum(model(tf.random.normal([8, 64], dtype=dtype)))
     tape = distq.DistributedGradientTape(tape, compression=compression)
     tape.gradient(loss, model.trainable_variables)
 
 
-def expect_error(compression: distq.DistQ, message: str, what: str) -> None:
+def expect_error(action, error_type: type[Exception], what: str) -> None:
     try:
-        step_with(compression)
-    except tf.errors.OpError as error:
-        assert message in str(error), error
-        print(f"rank {hvd.rank()}: {what}: disagreement reported: {error.message.splitlines()[0]}", flush=True)
+        action()
+    except error_type as error:
+        assert SETTINGS_MESSAGE in str(error), error
+        print(f"rank {hvd.rank()}: {what}: disagreement reported: {str(error).splitlines()[0]}", flush=True)
         return
     raise AssertionError(f"{what}: went unnoticed")
 
 
 def main() -> None:
     hvd.init()
-    # Both compress the kernel, with different value encodings: DistQ's own header check.
-    expect_error(distq.DistQ(ratio=0.01, min_numel=100, value_encoding="float16" if hvd.rank() == 0 else "sign"),
-                 "Give every rank the same DistQ settings", "value encoding")
-    # Both compress it, with different ratios: fine, counts may differ per rank. With different
-    # min_numel (sparse on one rank, dense on the other) Horovod 0.28.1's TensorFlow allreduce does
-    # not report the shape mismatch and the step hangs: a documented limit (README, "Known limits").
-    step_with(distq.DistQ(ratio=0.01 if hvd.rank() == 0 else 0.2, min_numel=100))
+    # Settings that decide which gradients are sparse, or how values travel, are compared when the
+    # compressor is made: rank 0 would compress the kernel, rank 1 send it dense.
+    expect_error(lambda: distq.DistQ(ratio=0.01, min_numel=100 if hvd.rank() == 0 else 10_000), ValueError,
+                 "min_numel")
+    expect_error(lambda: distq.DistQ(ratio=0.01, value_encoding="float16" if hvd.rank() == 0 else "sign"),
+                 ValueError, "value encoding")
+    # What settings cannot show, the exchange header does: here the gradients' dtypes differ.
+    dtype = "float32" if hvd.rank() == 0 else "float64"
+    expect_error(lambda: step_with(distq.DistQ(ratio=0.01, min_numel=10), dtype), tf.errors.OpError,
+                 "gradient dtype")
+    # Different ratios are fine: counts may differ per rank.
+    step_with(distq.DistQ(ratio=0.01 if hvd.rank() == 0 else 0.2, min_numel=10))
     print(f"rank {hvd.rank()}: different ratios: fine", flush=True)
 
 

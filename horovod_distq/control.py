@@ -17,6 +17,10 @@ from typing import Any
 _MIN_SLOPE, _MAX_SLOPE = 0.1, 5.0
 _SLOPE_MOVE = math.log(1.5)
 _MAX_STEP = math.log(1e4)  # at most a factor of 10^4 per step
+# Within +-25% of the target the error is mostly the gradient's step-to-step change, which the next
+# step will not repeat: half a step there feeds back half that noise.
+_NOISE_BAND = math.log(1.25)
+_NOISE_GAIN = 0.5
 # A badly mis-specified family (a normal fit to Student-t(3) tails) needs fit ratios far below the target.
 _LOWEST_FIT_RATIO = 1e-30
 
@@ -67,7 +71,8 @@ class RatioController:
             secant = (log_achieved - loop.last_log_achieved) / (loop.log_fit - loop.last_log_fit)
             if secant > 0:
                 loop.slope = min(max(secant, _MIN_SLOPE), _MAX_SLOPE)
-        step = (math.log(self.target) - log_achieved) / loop.slope
+        error = math.log(self.target) - log_achieved
+        step = error / loop.slope * (_NOISE_GAIN if abs(error) < _NOISE_BAND else 1.0)
         step = min(max(step, -_MAX_STEP), _MAX_STEP)
         loop.last_log_fit, loop.last_log_achieved = loop.log_fit, log_achieved
         loop.log_fit = min(max(loop.log_fit + step, math.log(_LOWEST_FIT_RATIO)), 0.0)

@@ -20,6 +20,10 @@ constexpr double kMaxSlope = 5.0;
 constexpr double kSlopeMove = 0.4054651081081644;  // ln 1.5: smaller moves are dominated by gradient noise
 constexpr double kMaxStep = 9.210340371976184;     // ln 1e4
 constexpr double kLogLowestFitRatio = -69.07755278982137;  // ln 1e-30
+// Within +-25% of the target the error is mostly the gradient's step-to-step change, which the
+// next step will not repeat: half a step there feeds back half that noise.
+constexpr double kNoiseBand = 0.22314355131420976;  // ln 1.25
+constexpr double kNoiseGain = 0.5;
 }  // namespace loop_constants
 
 // last_log_fit is NaN until the first update.
@@ -45,7 +49,9 @@ DISTQ_HOST_DEVICE inline void update_loop_state(double* state, int64_t selected,
     const double secant = (log_achieved - state[kLastLogAchieved]) / (log_fit - state[kLastLogFit]);
     if (secant > 0) state[kSlope] = fmin(fmax(secant, kMinSlope), kMaxSlope);
   }
-  const double step = fmin(fmax((log(target) - log_achieved) / state[kSlope], -kMaxStep), kMaxStep);
+  const double error = log(target) - log_achieved;
+  const double gain = fabs(error) < kNoiseBand ? kNoiseGain : 1.0;
+  const double step = fmin(fmax(error / state[kSlope] * gain, -kMaxStep), kMaxStep);
   state[kLastLogFit] = log_fit;
   state[kLastLogAchieved] = log_achieved;
   state[kLogFit] = fmin(fmax(log_fit + step, kLogLowestFitRatio), 0.0);

@@ -6,7 +6,6 @@ and ``horovod_distq.tensorflow``.
 """
 
 from horovod_distq.config import DistQConfig
-from horovod_distq.control import RatioController
 from horovod_distq.encodings import VALUE_ENCODINGS, ValueEncoding, value_encoding
 from horovod_distq.families import FAMILIES, FamilySpec, family_arguments
 from horovod_distq.stats import TensorStats
@@ -18,7 +17,6 @@ __all__ = [
     "VALUE_ENCODINGS",
     "DistQConfig",
     "FamilySpec",
-    "RatioController",
     "TensorStats",
     "ValueEncoding",
     "__version__",

@@ -1,7 +1,7 @@
-// Closed-loop correction of the ratio fed to the fit, one step per tensor and training step.
-// The same secant-in-log-space rule as horovod_distq.control.RatioController, written as a
-// function of a 4-double state so it runs where the selected count lives: in a TensorFlow graph
-// now, on the device for GPU tensors later, without copying the count to the host.
+// Closed-loop correction of the ratio fed to the fit, one step per tensor and training step
+// (horovod_distq/torch/control.py says why and how). A function of a 4-double state, so it runs
+// where the selected count lives: on the host for torch, inside the graph for TensorFlow, and on
+// the device for GPU tensors later, without copying the count to the host.
 #pragma once
 
 #include <cmath>
@@ -45,7 +45,8 @@ DISTQ_HOST_DEVICE inline void update_loop_state(double* state, int64_t selected,
   const double kept = selected > 0 ? static_cast<double>(selected) : 0.5;
   const double log_achieved = log(kept / static_cast<double>(numel));
   const double log_fit = state[kLogFit];
-  if (!isnan(state[kLastLogFit]) && fabs(log_fit - state[kLastLogFit]) > kSlopeMove) {
+  const bool has_last = state[kLastLogFit] == state[kLastLogFit];  // not NaN: a step was recorded
+  if (has_last && fabs(log_fit - state[kLastLogFit]) > kSlopeMove) {
     const double secant = (log_achieved - state[kLastLogAchieved]) / (log_fit - state[kLastLogFit]);
     if (secant > 0) state[kSlope] = fmin(fmax(secant, kMinSlope), kMaxSlope);
   }

@@ -7,7 +7,7 @@ training, gradients of every tensor with at least ``MIN_NUMEL`` entries are capt
 of consecutive steps, raw and error-feedback-accumulated (the residual of an exact top-k at the
 same ratio, so the accumulation does not favour any family). Each family then selects from each
 captured tensor, and the suite reports achieved/target: single shot (no history), and with the
-closed loop (:class:`horovod_distq.RatioController`) after 5 steps of history in the window.
+closed loop (:class:`horovod_distq.torch.RatioController`) after 5 steps of history in the window.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 
 import horovod_distq
-from horovod_distq import RatioController
 from horovod_distq.bench.baselines import torch_topk
 from horovod_distq.bench.data import digits_split
 from horovod_distq.bench.models import DigitsCNN, WideMLP, load_digits_split
-from horovod_distq.torch import sparsify
+from horovod_distq.torch import RatioController, sparsify
 
 RATIOS = (0.01, 0.001)
 STAGES = (1, 2, 3)

@@ -96,7 +96,7 @@ def initial_loop_state(target: float) -> tf.Tensor:
 def update_loop_state(state: tf.Tensor, selected: tf.Tensor, numel: int, target: float) -> tf.Tensor:
     """The closed-loop state after a fit at ``exp(state[0])`` selected ``selected`` of ``numel`` entries.
 
-    The same rule as :class:`horovod_distq.RatioController`, run by the compiled core.
+    The compiled core's rule, as :class:`horovod_distq.torch.RatioController` runs it for torch.
     """
     return _ops.distq_update_loop(
         state, tf.cast(selected, tf.int64), tf.constant(numel, tf.int64), tf.constant(target, tf.float64)

@@ -9,7 +9,8 @@ Example:
 """
 
 from horovod_distq.torch.compressor import DistQ
+from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.error_feedback import ErrorFeedback
 from horovod_distq.torch.ops import SparseSelection, sparsify
 
-__all__ = ["DistQ", "ErrorFeedback", "SparseSelection", "sparsify"]
+__all__ = ["DistQ", "ErrorFeedback", "RatioController", "SparseSelection", "sparsify"]

@@ -9,9 +9,9 @@ import horovod.torch as hvd
 import torch
 
 from horovod_distq.config import DistQConfig
-from horovod_distq.control import RatioController
 from horovod_distq.stats import TensorStats
 from horovod_distq.torch._caller import horovod_parameter_name
+from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.encoding import encode
 from horovod_distq.torch.error_feedback import ErrorFeedback, accumulation_dtype
 from horovod_distq.torch.exchange import QueuedTensor, RoundStats, StepExchange
@@ -54,7 +54,7 @@ class DistQ:
         stages: peaks-over-threshold stages of the fit (see :func:`sparsify`); None: 3 for
             ``distribution="auto"``, else 1.
         closed_loop: per tensor, correct the ratio fed to the fit from the ratio it achieved in
-            earlier steps (:class:`horovod_distq.RatioController`), so the achieved ratio converges
+            earlier steps (:class:`horovod_distq.torch.RatioController`), so the achieved ratio converges
             to ``ratio`` over a few steps. Costs no pass over the tensor.
         process_set: the process set the optimizer uses (Horovod does not tell compressors).
         **family_params: the family's parameters (``dof`` for ``student_t``).

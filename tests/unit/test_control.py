@@ -1,4 +1,4 @@
-"""The closed-loop ratio controller on its own (no tensors: counts in, fit ratio out)."""
+"""The closed-loop ratio controller on its own (counts in, fit ratio out)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from horovod_distq import RatioController
+from horovod_distq.torch import RatioController
 
 
 def run(controller: RatioController, achieved_of_fit, steps: int) -> list[float]:

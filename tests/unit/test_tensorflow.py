@@ -1,5 +1,5 @@
 """The TensorFlow frontend: its ops against the NumPy/SciPy reference and against the torch frontend
-(shared test vectors), the closed loop against the Python controller, and DistQ in one process."""
+(shared test vectors), the closed loop against the torch one, and DistQ in one process."""
 
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def test_student_t_fixed_dof_matches_torch() -> None:
     assert float(a.threshold) == pytest.approx(float(b.threshold), rel=1e-6)
 
 
-def test_closed_loop_matches_the_python_controller() -> None:
-    controller = horovod_distq.RatioController(0.001)
+def test_closed_loop_matches_the_torch_frontend() -> None:
+    controller = distq_torch.RatioController(0.001)
     state = initial_loop_state(0.001)
     for selected in [9000, 4000, 900, 0, 1500, 1000, 1020]:
         assert float(tf.exp(state[0])) == pytest.approx(controller.fit_ratio("w"), rel=1e-12)

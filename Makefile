@@ -13,6 +13,7 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m ruff check horovod_distq tests examples
+	bash scripts/check_cuda.sh
 	$(PYTHON) -m pytest tests
 
 lint: setup

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Compiles the core's CUDA kernels (csrc/core/cuda/*.cu) with this machine's nvcc, compile only, so
+# syntax and template errors show without a GPU. Skipped, with a message, where nvcc is missing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NVCC=${NVCC:-$(command -v nvcc || true)}
+if [ -z "$NVCC" ]; then
+  echo "[check_cuda] nvcc not found: CUDA kernels not compiled"
+  exit 0
+fi
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+# sm_90: the H100/H200 the project's GPU runs use.
+for source in "$ROOT"/csrc/core/cuda/*.cu; do
+  "$NVCC" -std=c++17 -O3 -arch=sm_90 --Werror all-warnings -Xcompiler -Wall,-Wextra \
+    -c "$source" -o "$OUT/$(basename "$source" .cu).o"
+done
+echo "[check_cuda] compiled $(ls "$ROOT"/csrc/core/cuda/*.cu | wc -l) CUDA sources with $("$NVCC" --version | tail -n1)"

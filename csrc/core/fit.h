@@ -66,6 +66,100 @@ DISTQ_HOST_DEVICE inline double threshold_at(const Fit& fitted, Family family, d
   return NAN;
 }
 
+// Relative spreads below this are a constant tensor seen through float32 rounding (a spread of
+// 1e-4 is a coefficient of variation of about 1%).
+constexpr double kNoSpread = 1e-4;
+
+// What a family's statistics pass measured: the moments about `shift` (the statistics set
+// moments_for() names) and, for the families that need order, the strided sample's quartiles.
+struct Statistics {
+  Moments moments;
+  double shift = 0;  // normal, Student-t: near the centre; Laplace: the sample median; else 0
+  double median = NAN;
+  double lower_quartile = NAN;
+  double upper_quartile = NAN;
+};
+
+// Which sums a family's constants come from.
+DISTQ_HOST_DEVICE inline MomentSet moments_for(Family family, const FamilyParams& params) {
+  switch (family) {
+    case Family::kNormal: return MomentSet::kSecond;
+    case Family::kStudentT: return params.dof <= 0 ? MomentSet::kFourth : MomentSet::kSecond;
+    case Family::kGamma: return MomentSet::kLogAbsolute;
+    default: return MomentSet::kAbsolute;
+  }
+}
+
+// The family's constants from its statistics (claim 7) and the threshold at params.ratio (claim 8).
+// Host/device: the CPU pass and a device reduction end in the same formulas.
+DISTQ_HOST_DEVICE inline Fit fit_from_statistics(Family family, const Statistics& s, const FamilyParams& params) {
+  Fit result;
+  const Moments& m = s.moments;
+  const bool folded = params.center_at_zero;
+  switch (family) {
+    case Family::kNormal:
+      result.center = folded ? 0.0 : s.shift + m.mean();
+      result.scale = sqrt(folded ? m.sum2 / m.count : m.central2());
+      break;
+    case Family::kStudentT: {
+      const double variance = folded ? m.sum2 / m.count : m.central2();
+      result.center = folded ? 0.0 : s.shift + m.mean();
+      const double central4 = folded ? m.sum4 / m.count : m.central4();
+      result.shape = params.dof <= 0 ? dof_from_kurtosis(variance, central4) : params.dof;
+      // Moment matching: Var = s^2 nu / (nu - 2).
+      const double variance_factor = is_inf(result.shape) ? 1.0 : (result.shape - 2.0) / result.shape;
+      result.scale = sqrt(variance * variance_factor);
+      break;
+    }
+    case Family::kLaplace:
+      // Given the centre (the sample median), the maximum-likelihood b is the mean absolute deviation.
+      result.center = s.shift;
+      result.scale = m.sum_abs / m.count;
+      break;
+    case Family::kCauchy:
+      if (folded) {
+        // Folded at 0 the data are magnitudes: their median is the half-IQR of the symmetric law.
+        result.scale = s.median;
+      } else {
+        result.center = s.median == s.median ? s.median : 0.0;  // no sample: no centre
+        // Half the interquartile range is the Cauchy scale gamma.
+        result.scale = 0.5 * (s.upper_quartile - s.lower_quartile);
+      }
+      break;
+    case Family::kExponential:
+      result.scale = m.sum_abs / m.count;
+      break;
+    case Family::kGamma: {
+      // Fitted to the nonzero magnitudes (ln 0 has no place in the fit), so the tail ratio is
+      // taken relative to them: ratio * finite / nonzero (threshold_at).
+      const double mean = m.sum_abs / m.nonzero;
+      // 0 for equal magnitudes, up to rounding: below kNoSpread there is no shape to fit.
+      const double spread = log(mean) - m.sum_log / m.nonzero;
+      result.shape = spread > kNoSpread ? gamma_shape(spread) : NAN;
+      result.scale = mean / result.shape;
+      result.fitted_fraction = m.nonzero / m.count;
+      break;
+    }
+    case Family::kAuto:  // resolved by sparsify() into its body and tail families
+    case Family::kGeneralizedPareto: {
+      // Method of moments on magnitudes: r = mean^2 / var, xi = (1 - r) / 2, sigma = mean (r + 1) / 2.
+      const double mean = m.sum_abs / m.count;
+      const double variance = m.sum2 / m.count - mean * mean;
+      const double r = variance > kNoSpread * mean * mean ? mean * mean / variance : NAN;
+      result.shape = 0.5 * (1.0 - r);
+      result.scale = 0.5 * mean * (r + 1.0);
+      break;
+    }
+  }
+  result.threshold = threshold_at(result, family, params.ratio);
+  // No finite element: nothing to fit. A NaN threshold makes the selection keep every nonzero
+  // (here: every non-finite) entry, as dense averaging would. Equal magnitudes leave a shape
+  // undefined (NaN): then too every nonzero entry is kept.
+  if (!is_finite(result.center)) result.center = 0.0;
+  if (!is_finite(result.scale)) result.threshold = NAN;
+  return result;
+}
+
 // Fits the family's constants to x[0..n) (claim 7) and sets the threshold at params.ratio (claim 8).
 Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params);
 

@@ -10,19 +10,6 @@
 
 namespace distq {
 
-double Moments::central2() const {
-  const double m1 = sum / count;
-  return std::max(sum2 / count - m1 * m1, 0.0);
-}
-
-double Moments::central4() const {
-  const double m1 = sum / count;
-  const double m2 = sum2 / count;
-  const double m3 = sum3 / count;
-  const double m4 = sum4 / count;
-  return std::max(m4 - 4.0 * m1 * m3 + 6.0 * m1 * m1 * m2 - 3.0 * m1 * m1 * m1 * m1, 0.0);
-}
-
 Moments& Moments::operator+=(const Moments& other) {
   count += other.count;
   sum += other.sum;

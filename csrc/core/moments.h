@@ -1,9 +1,11 @@
 // One fused pass over a tensor for the sums every family's constants come from.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "dtype.h"
+#include "macros.h"
 
 namespace distq {
 
@@ -27,9 +29,18 @@ struct Moments {
   double sum_log = 0;  // kLogAbsolute: sum of ln |x| over the nonzero entries
   double nonzero = 0;  // kLogAbsolute: number of nonzero finite entries
 
-  double mean() const { return sum / count; }
-  double central2() const;
-  double central4() const;
+  DISTQ_HOST_DEVICE double mean() const { return sum / count; }
+  DISTQ_HOST_DEVICE double central2() const {
+    const double m1 = sum / count;
+    return fmax(sum2 / count - m1 * m1, 0.0);
+  }
+  DISTQ_HOST_DEVICE double central4() const {
+    const double m1 = sum / count;
+    const double m2 = sum2 / count;
+    const double m3 = sum3 / count;
+    const double m4 = sum4 / count;
+    return fmax(m4 - 4.0 * m1 * m3 + 6.0 * m1 * m1 * m2 - 3.0 * m1 * m1 * m1 * m1, 0.0);
+  }
   Moments& operator+=(const Moments& other);
 };
 

@@ -12,19 +12,19 @@ demo: setup
 	$(HOROVODRUN) -np 2 -H localhost:2 --gloo $(PYTHON) examples/pytorch_digits.py --compression none distq --out runs/digits
 
 test: setup
-	$(PYTHON) -m ruff check horovod_distq tests examples
+	$(PYTHON) -m ruff check horovod_distq tests examples benchmarks
 	bash scripts/check_cuda.sh
 	$(PYTHON) -m pytest tests
 
 lint: setup
-	$(PYTHON) -m ruff check horovod_distq tests examples
+	$(PYTHON) -m ruff check horovod_distq tests examples benchmarks
 
 # Benchmark suites (BENCHMARKS.md): each writes bench_results/<suite>.json and .png.
 bench-kernels: setup
-	$(PYTHON) -m horovod_distq.bench --out bench_results kernels
+	$(PYTHON) -m benchmarks --out bench_results kernels
 
 bench-e2e: setup
-	$(PYTHON) -m horovod_distq.bench --out bench_results e2e
+	$(PYTHON) -m benchmarks --out bench_results e2e
 
 bench-quality: setup
-	$(PYTHON) -m horovod_distq.bench --out bench_results quality
+	$(PYTHON) -m benchmarks --out bench_results quality

@@ -74,9 +74,12 @@ setup(
     python_requires=">=3.9",
     install_requires=["numpy"],
     extras_require={
-        "torch": ["torch>=2.1", "horovod>=0.28.1"],
+        # torch.library.register_fake (the ops' fake kernels) came with torch 2.4.
+        "torch": ["torch>=2.4", "horovod>=0.28.1"],
         "tensorflow": ["tensorflow>=2.16", "horovod>=0.28.1"],
-        "test": ["pytest", "scipy", "scikit-learn", "mpi4py"],
+        "test": ["pytest", "scipy", "scikit-learn", "mpi4py", "ml_dtypes"],
+        # The benchmarks (python -m benchmarks) and the examples' data set, outside the package.
+        "bench": ["matplotlib", "scikit-learn"],
     },
     ext_modules=extensions,
     cmdclass=cmdclass,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from horovod_distq.encodings import value_encoding
-from horovod_distq.families import default_stages, family_arguments
+from horovod_distq.families import DEFAULT_SAMPLE_SIZE, default_stages, sparsify_arguments
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class DistQConfig:
     distribution: str = "normal"
     error_feedback: bool = True
     min_numel: int = 1024
-    sample_size: int = 4096
+    sample_size: int = DEFAULT_SAMPLE_SIZE
     value_encoding: str = "auto"
     stages: int | None = None
     closed_loop: bool = True
@@ -44,13 +45,12 @@ class DistQConfig:
     def __post_init__(self) -> None:
         if not _is_number(self.ratio) or not 0 < self.ratio <= 1:
             raise ValueError(f"ratio must be a number in (0, 1], got {self.ratio!r}")
+        object.__setattr__(self, "ratio", float(self.ratio))  # NumPy scalars too, stored as a Python float
         if not _is_int(self.min_numel) or self.min_numel < 0:
             raise ValueError(f"min_numel must be a non-negative integer, got {self.min_numel!r}")
         if not _is_int(self.sample_size) or self.sample_size < 1:
             raise ValueError(f"sample_size must be a positive integer, got {self.sample_size!r}")
-        if self.stages is not None and (not _is_int(self.stages) or self.stages < 1):
-            raise ValueError(f"stages must be a positive integer, got {self.stages!r}")
-        family_arguments(self.distribution, **self.family_params)
+        sparsify_arguments(self.distribution, float(self.ratio), self.stages, **self.family_params)
         value_encoding(self.value_encoding)
 
     def agreement_key(self) -> int:
@@ -81,7 +81,7 @@ class DistQConfig:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:

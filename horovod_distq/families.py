@@ -1,8 +1,6 @@
 """The predetermined distributions a threshold is fitted from, and their parameters.
 
-The compiled core implements the fits; this registry is what both frontends validate against
-and what the docs list. Each entry says which constants are fitted (claim 7) and how the ratio
-becomes a threshold (claim 8).
+The compiled core implements the fits; this registry is what both frontends validate against.
 """
 
 from __future__ import annotations
@@ -14,59 +12,39 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FamilySpec:
-    """One family: how it is fitted and which keyword parameters it takes.
+    """One family: its name and the keyword parameters it takes.
+
+    What each family fits (claim 7) and how the ratio becomes a threshold (claim 8) is the compiled
+    core's (``csrc/core/fit.h``); the README's table states it in words.
 
     Attributes:
         name: the ``distribution=`` value.
-        on_magnitudes: True when the family models ``|x|`` (selection ``|x| >= t``), False when it
-            is symmetric about a fitted centre ``c`` (selection ``|x - c| >= t``).
-        constants: the fitted constants, in words.
-        threshold: the threshold formula, delta being the ratio.
         parameters: keyword parameters the family accepts.
     """
 
     name: str
-    on_magnitudes: bool
-    constants: str
-    threshold: str
     parameters: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, FamilySpec] = {
     spec.name: spec
     for spec in (
-        FamilySpec("normal", False, "c = mean, sigma = std", "sigma * Phi^-1(1 - delta/2)"),
-        FamilySpec(
-            "laplace", False, "c = median (sample), b = mean |x - c|", "b * ln(1/delta)"
-        ),
-        FamilySpec(
-            "cauchy", False, "c = median (sample), gamma = half the interquartile range (sample)",
-            "gamma * tan(pi/2 * (1 - delta))",
-        ),
-        FamilySpec(
-            "student_t", False,
-            "c = mean, nu = dof or 4 + 6/excess kurtosis, s = std * sqrt((nu - 2)/nu)",
-            "s * t_nu^-1(1 - delta/2)", ("dof",),
-        ),
-        FamilySpec("exponential", True, "mu = mean |x|", "mu * ln(1/delta)"),
-        FamilySpec(
-            "gamma", True,
-            "over the nonzero |x|: s = ln(mean) - mean(ln), shape a = (3 - s + sqrt((s-3)^2 + 24 s)) / (12 s), "
-            "scale = mean / a",
-            "scale * P^-1(a, 1 - delta'), delta' = delta * finite / nonzero",
-        ),
-        FamilySpec(
-            "gpareto", True,
-            "moments of |x|: r = mean^2 / var, xi = (1 - r) / 2, sigma = mean (r + 1) / 2",
-            "sigma * (delta^-xi - 1) / xi (xi -> 0: the exponential's)",
-        ),
-        FamilySpec(
-            "auto", False,
-            "Student-t with nu from the kurtosis (stage 1), generalized Pareto fitted to the excesses (later stages)",
-            "the Student-t's at stage 1, raised by the generalized Pareto's quantile at each later stage",
-        ),
+        FamilySpec("normal"),
+        FamilySpec("laplace"),
+        FamilySpec("cauchy"),
+        FamilySpec("student_t", ("dof",)),
+        FamilySpec("exponential"),
+        FamilySpec("gamma"),
+        FamilySpec("gpareto"),
+        FamilySpec("auto"),
     )
 }
+
+# Entries of the strided sample medians and quartiles are estimated from (laplace, cauchy).
+DEFAULT_SAMPLE_SIZE = 4096
+AUTO_STAGES = 3
+# Each stage re-reads the entries still selected: more than this costs time and gains nothing.
+MAX_STAGES = 16
 
 
 def family_arguments(distribution: str, **params: Any) -> dict[str, float]:
@@ -103,9 +81,6 @@ def family_arguments(distribution: str, **params: Any) -> dict[str, float]:
     return {"dof": float(dof)}
 
 
-AUTO_STAGES = 3
-
-
 def default_stages(distribution: str) -> int:
     """Stages used when none are given: 3 for ``auto`` (its tail family fits the later stages), else 1."""
     return AUTO_STAGES if distribution == "auto" else 1
@@ -136,6 +111,6 @@ def sparsify_arguments(distribution: str, ratio: Any, stages: int | None, **fami
         raise ValueError(f"ratio must be in (0, 1], got {ratio!r}")
     if stages is None:
         stages = default_stages(distribution)
-    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
-        raise ValueError(f"stages must be a positive integer, got {stages!r}")
+    if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= MAX_STAGES:
+        raise ValueError(f"stages must be an integer in [1, {MAX_STAGES}], got {stages!r}")
     return arguments["dof"], stages

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from horovod_distq.encodings import value_encoding
+from horovod_distq.encodings import DTYPE_BYTES, value_encoding
 
 HEADER_FIELDS = 2
 HEADER_ITEM_BYTES = 8
+# Indices are int32 below this many entries, int64 from it on (the compiled core states the same rule).
+INT32_INDEX_LIMIT = 2**31
 
 
 def header_bytes(tensors: int) -> int:
@@ -25,35 +28,50 @@ def header_bytes(tensors: int) -> int:
     return (HEADER_FIELDS + tensors) * HEADER_ITEM_BYTES
 
 
-def tensor_layout(name: str, numel: int, encoding: str, index_dtype: str, gradient_dtype: str) -> str:
-    """What ranks must agree on for one tensor, as text."""
-    return f"{name}:{numel}:{encoding}:{index_dtype}:{gradient_dtype}"
+def index_dtype(numel: int) -> str:
+    """The dtype name indices into a tensor of ``numel`` entries travel in."""
+    return "int32" if numel < INT32_INDEX_LIMIT else "int64"
 
 
-def layout_checksum(layouts: Iterable[str]) -> int:
-    """A checksum of a round's tensor layouts (non-negative, fits int64)."""
-    return zlib.crc32("\n".join(layouts).encode())
+@dataclass(frozen=True)
+class TensorLayout:
+    """What ranks must agree on for one compressed tensor, and the size of its segments.
 
-
-def segment_bytes(encoding: str, count: int, index_bytes: int, gradient_bytes: int) -> int:
-    """Bytes one rank's segment of ``count`` pairs takes.
-
-    Args:
+    Attributes:
+        name: the gradient's name.
+        numel: entries in the gradient.
         encoding: a name of ``horovod_distq.VALUE_ENCODINGS``.
-        count: number of pairs.
-        index_bytes: bytes per index (4 or 8).
-        gradient_bytes: bytes per element of the gradient (what ``auto`` sends).
-
-    Returns:
-        The size in bytes.
+        gradient_dtype: the gradient's dtype name ("float32", ...).
 
     Example:
-        >>> segment_bytes("float16", 10, 4, 4)
+        >>> TensorLayout("fc.weight", 1000, "float16", "float32").segment_bytes(10)
         60
     """
-    spec = value_encoding(encoding)
-    value_bytes = gradient_bytes if spec.value_bytes is None else spec.value_bytes
-    return count * (index_bytes + value_bytes) + spec.extra_bytes
+
+    name: str
+    numel: int
+    encoding: str
+    gradient_dtype: str
+
+    @property
+    def index_dtype(self) -> str:
+        return index_dtype(self.numel)
+
+    def text(self) -> str:
+        return f"{self.name}:{self.numel}:{self.encoding}:{self.index_dtype}:{self.gradient_dtype}"
+
+    def pair_bytes(self) -> int:
+        """Bytes per (index, value) pair."""
+        return DTYPE_BYTES[self.index_dtype] + value_encoding(self.encoding).value_bytes(self.gradient_dtype)
+
+    def segment_bytes(self, count):
+        """Bytes one rank's segment of ``count`` pairs takes (``count`` an int or an integer tensor)."""
+        return count * self.pair_bytes() + value_encoding(self.encoding).scale_bytes
+
+
+def layout_checksum(layouts: Iterable[TensorLayout]) -> int:
+    """A checksum of a round's tensor layouts (non-negative, fits int64)."""
+    return zlib.crc32("\n".join(layout.text() for layout in layouts).encode())
 
 
 def mismatch_message(rank: int, names: list[str]) -> str:

@@ -1,25 +1,113 @@
-"""Runs a script under ``horovodrun -np 2`` on this machine, with Gloo or MPI."""
+"""Runs a script, or a pytest file on every rank, under ``horovodrun -np 2`` on this machine, with Gloo or MPI."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).with_name("horovodrun")
+RANKS = 2
 CONTROLLERS = {
     "gloo": ["--gloo"],
     # Open MPI refuses root without the flag; CI runs as root on 2 cores.
     "mpi": ["--mpi", "--mpi-args=--allow-run-as-root --oversubscribe"],
 }
+# What horovodrun puts before each piece of a worker's output: ``[1]<stdout>:`` before each line
+# under Gloo; ``[1,1]<stdout>:`` (job, rank) under Open MPI's --tag-output, before each piece it
+# reads, which may be part of a line, so that two ranks' pieces can share a line.
+OUTPUT_TAG = re.compile(r"\[(?:\d+,)?(\d+)\]<(stdout|stderr)>:")
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+# pytest's last line, e.g. ``3 failed, 9 passed, 1 warning in 12.34s`` (framed by '=' without -q).
+PYTEST_SUMMARY = re.compile(r"^=* ?(?P<counts>no tests ran|\d+ \w+(?:, \d+ \w+)*) in \d+(?:\.\d+)?s\b")
 
 
 def horovodrun(script: str | Path, controller: str, *args: str, timeout: float = 300) -> str:
     """Runs ``script`` on 2 local workers; returns the combined output, fails the test on a non-zero exit."""
-    command = [str(HOROVODRUN), "-np", "2", "-H", "localhost:2", *CONTROLLERS[controller],
-               sys.executable, str(script), *args]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(command)} exited {result.returncode}:\n{output[-6000:]}"
+    command, stdout, stderr, problem = _launch([sys.executable, str(script), *args], controller, timeout)
+    output = stdout + stderr
+    assert problem is None, f"{' '.join(command)} {problem}:\n{output[-6000:]}"
     return output
+
+
+def pytest_on_every_rank(check: str | Path, controller: str, *, passed: int, timeout: float = 300) -> str:
+    """Runs the pytest file ``check`` on every rank (as Horovod's own CI runs its tests); returns the output.
+
+    Fails the calling test unless the run exits 0 and every rank reports exactly ``passed`` passed
+    tests and no failure or error: a test that stops being collected fails here too.
+    """
+    check = Path(check).resolve().relative_to(ROOT)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", str(check)]
+    command, stdout, stderr, problem = _launch(command, controller, timeout)
+    streams = {rank: COLOUR.sub("", text) for rank, text in ranks_stdout(stdout).items()}
+    report = "".join(f"\n--- rank {rank}, pytest's report ---\n{_excerpt(_from_failures(text))}"
+                     for rank, text in sorted(streams.items()))
+    report += f"\n--- horovodrun's standard error, the end ---\n{stderr[-1500:]}"
+    assert problem is None, f"{' '.join(command)} {problem}:{report}"
+    summaries = [
+        (rank, summary["counts"])
+        for rank, text in sorted(streams.items())
+        for line in text.splitlines()
+        if (summary := PYTEST_SUMMARY.match(line.strip()))
+    ]
+    assert sorted(rank for rank, _ in summaries) == list(range(RANKS)), (
+        f"{check}: expected one pytest summary from each of {RANKS} ranks, found {summaries}:{report}"
+    )
+    for rank, counts in summaries:
+        outcomes = Counter({word: int(number) for number, word in re.findall(r"(\d+) (\w+)", counts)})
+        bad = {word: outcomes[word] for word in ("failed", "error", "errors") if outcomes[word]}
+        assert outcomes["passed"] == passed and not bad, (
+            f"{check}: rank {rank} reported '{counts}', expected {passed} passed:{report}"
+        )
+    return stdout + stderr
+
+
+def ranks_stdout(output: str) -> dict[int, str]:
+    """Each rank's standard output, put back together from horovodrun's tagged pieces."""
+    parts = OUTPUT_TAG.split(output)  # text before the first tag, then (rank, stream, text) for each tag
+    streams: defaultdict[int, str] = defaultdict(str)
+    for rank, stream, text in zip(parts[1::3], parts[2::3], parts[3::3]):
+        if stream == "stdout":
+            streams[int(rank)] += text
+    return dict(streams)
+
+
+def _from_failures(report: str) -> str:
+    """pytest's report from its first failure or error on, where there is one."""
+    first = re.search(r"^=+ (?:ERRORS|FAILURES) =+\s*$", report, re.MULTILINE)
+    return report[first.start():] if first else report
+
+
+def _excerpt(text: str, head: int = 3000, tail: int = 2000) -> str:
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters ...]\n{text[-tail:]}"
+
+
+def _launch(command: list[str], controller: str, timeout: float) -> tuple[list[str], str, str, str | None]:
+    """Runs ``command`` on 2 local workers; returns horovodrun's command line, stdout, stderr and
+    what went wrong (None when it exited 0).
+
+    On timeout, kills horovodrun's whole process group (mpirun and its workers with it; Gloo's
+    workers end with horovodrun) so that no hung worker outlives the test.
+    """
+    command = [str(HOROVODRUN), "-np", str(RANKS), "-H", f"localhost:{RANKS}", *CONTROLLERS[controller], *command]
+    # Unbuffered, so that what the workers printed comes back even when they are killed.
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        try:  # Gloo's workers, in sessions of their own, end within seconds of horovodrun
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            stdout, stderr = "", "(no output: the workers kept it open)"
+        return command, stdout, stderr, f"timed out after {timeout:g} s"
+    return command, stdout, stderr, None if process.returncode == 0 else f"exited {process.returncode}"

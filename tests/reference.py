@@ -10,6 +10,14 @@ import ml_dtypes
 import numpy as np
 from scipy import stats
 
+from horovod_distq.families import DEFAULT_SAMPLE_SIZE
+
+
+def gradient_like(n: int, dtype: str = "float64", seed: int = 0) -> np.ndarray:
+    """Heavy-tailed, slightly off-centre values, as real gradients are, rounded to ``dtype``."""
+    values = 1e-3 * np.random.default_rng(seed).standard_t(4, size=n) + 1e-5
+    return values.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+
 
 def strided_sample(x: np.ndarray, sample_size: int) -> np.ndarray:
     """x.flat[i * n // m] for i < m, m = min(n, sample_size); finite values only."""
@@ -21,7 +29,7 @@ def strided_sample(x: np.ndarray, sample_size: int) -> np.ndarray:
     return sample[np.isfinite(sample)]
 
 
-def fit(x: np.ndarray, family: str, ratio: float, dof: float | None = None, sample_size: int = 4096,
+def fit(x: np.ndarray, family: str, ratio: float, dof: float | None = None, sample_size: int = DEFAULT_SAMPLE_SIZE,
         folded: bool = False):
     """Returns (center, threshold) of ``family`` fitted to the finite entries of x.
 
@@ -84,7 +92,7 @@ def _folded_threshold(e: np.ndarray, sample: np.ndarray, family: str, ratio: flo
 
 
 def multi_stage(x: np.ndarray, family: str, ratio: float, stages: int, dof: float | None = None,
-                sample_size: int = 4096) -> tuple[float, float]:
+                sample_size: int = DEFAULT_SAMPLE_SIZE) -> tuple[float, float]:
     """Peaks over threshold, as sparsify(stages=...) documents it: (center, final threshold)."""
     compute = x.dtype.type
     body, tail = ("student_t", "gpareto") if family == "auto" else (family, family)

@@ -1,4 +1,5 @@
-"""Smoke tests: the example and each benchmark suite run end to end on tiny settings."""
+"""Smoke tests: the examples and each benchmark suite (``python -m benchmarks``) run end to end on tiny
+settings, and the package does not need what only they need."""
 
 from __future__ import annotations
 
@@ -27,8 +28,17 @@ def test_tensorflow_digits_example_runs_and_saves(tmp_path) -> None:
     assert (tmp_path / "distq.index").exists() and "saved:" in output
 
 
+def test_package_import_leaves_out_benchmark_dependencies() -> None:
+    """matplotlib and scikit-learn serve benchmarks/ and examples/ only; the torch frontend needs no TensorFlow."""
+    check = ("import sys, horovod_distq.torch; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'sklearn', 'tensorflow', 'keras'}))")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
 def bench(*args: str, out) -> None:
-    command = [sys.executable, "-m", "horovod_distq.bench", "--out", str(out), *args]
+    command = [sys.executable, "-m", "benchmarks", "--out", str(out), *args]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
@@ -48,7 +58,7 @@ def test_quality_suite(tmp_path) -> None:
 
 
 def test_e2e_suite_on_a_shaped_loopback(tmp_path) -> None:
-    command = [sys.executable, "-m", "horovod_distq.bench", "--out", str(tmp_path), "e2e", "--bandwidths", "1gbit",
+    command = [sys.executable, "-m", "benchmarks", "--out", str(tmp_path), "e2e", "--bandwidths", "1gbit",
                "--models", "digits_cnn", "--methods", "dense", "distq", "--steps", "2"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if result.returncode == 2 and "e2e:" in result.stderr:

@@ -11,7 +11,7 @@
 
 namespace distq {
 
-// State layout; a fresh tensor's state is make_loop_state(target).
+// State layout; a fresh tensor's state is initial_loop_state(target).
 enum LoopField { kLogFit = 0, kLastLogFit = 1, kLastLogAchieved = 2, kSlope = 3, kLoopFields = 4 };
 
 namespace loop_constants {
@@ -27,7 +27,7 @@ constexpr double kNoiseGain = 0.5;
 }  // namespace loop_constants
 
 // last_log_fit is NaN until the first update.
-DISTQ_HOST_DEVICE inline void make_loop_state(double target, double* state) {
+DISTQ_HOST_DEVICE inline void initial_loop_state(double target, double* state) {
   state[kLogFit] = log(target);
   state[kLastLogFit] = NAN;
   state[kLastLogAchieved] = NAN;

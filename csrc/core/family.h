@@ -22,7 +22,7 @@ Family parse_family(const std::string& name);
 const std::vector<std::string>& family_names();
 
 
-struct FamilyParams {
+struct FitSettings {
   double ratio = 0.01;         // target kept fraction, in (0, 1]
   double dof = 0.0;            // Student-t degrees of freedom; 0 = estimate from the kurtosis
   int64_t sample_size = 4096;  // strided sample for medians and quantiles

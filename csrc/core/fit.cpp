@@ -15,7 +15,7 @@ constexpr int64_t kShiftSampleSize = 64;
 
 // The host's statistics pass: the strided sample where the family needs order or a shift, then
 // one fused pass for the moments; the formulas are fit_from_statistics's.
-Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params) {
+Fit fit(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params) {
   Statistics statistics;
   const bool folded = params.center_at_zero;
   if (family == Family::kLaplace || family == Family::kCauchy) {

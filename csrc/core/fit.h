@@ -81,7 +81,7 @@ struct Statistics {
 };
 
 // Which sums a family's constants come from.
-DISTQ_HOST_DEVICE inline MomentSet moments_for(Family family, const FamilyParams& params) {
+DISTQ_HOST_DEVICE inline MomentSet moments_for(Family family, const FitSettings& params) {
   switch (family) {
     case Family::kNormal: return MomentSet::kSecond;
     case Family::kStudentT: return params.dof <= 0 ? MomentSet::kFourth : MomentSet::kSecond;
@@ -92,7 +92,7 @@ DISTQ_HOST_DEVICE inline MomentSet moments_for(Family family, const FamilyParams
 
 // The family's constants from its statistics (claim 7) and the threshold at params.ratio (claim 8).
 // Host/device: the CPU pass and a device reduction end in the same formulas.
-DISTQ_HOST_DEVICE inline Fit fit_from_statistics(Family family, const Statistics& s, const FamilyParams& params) {
+DISTQ_HOST_DEVICE inline Fit fit_from_statistics(Family family, const Statistics& s, const FitSettings& params) {
   Fit result;
   const Moments& m = s.moments;
   const bool folded = params.center_at_zero;
@@ -161,6 +161,6 @@ DISTQ_HOST_DEVICE inline Fit fit_from_statistics(Family family, const Statistics
 }
 
 // Fits the family's constants to x[0..n) (claim 7) and sets the threshold at params.ratio (claim 8).
-Fit fit(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params);
+Fit fit(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params);
 
 }  // namespace distq

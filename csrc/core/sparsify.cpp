@@ -9,7 +9,7 @@ namespace distq {
 
 namespace {
 
-void validate(const FamilyParams& params) {
+void validate(const FitSettings& params) {
   if (!(params.ratio > 0.0 && params.ratio <= 1.0)) {
     throw std::invalid_argument("distq: ratio must be in (0, 1], got " + std::to_string(params.ratio));
   }
@@ -43,9 +43,9 @@ constexpr double kFirstStageOverTarget = 8.0;
 // still selected to the target in the stages left (so a stage that kept too many is corrected by
 // the next), and raises the threshold by that quantile. One pass over the tensor for the fit and
 // one for the selection; each later stage reads the entries still selected once.
-Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params) {
+Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params) {
   validate(params);
-  FamilyParams stage = params;
+  FitSettings stage = params;
   stage.ratio = std::min(std::pow(params.ratio, 1.0 / static_cast<double>(params.stages)),
                          kFirstStageOverTarget * params.ratio);
   Fit fitted = fit(x, n, dtype, body_family(family), stage);

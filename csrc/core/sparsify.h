@@ -20,6 +20,6 @@ struct Sparsified {
 
 // Throws std::invalid_argument for a ratio outside (0, 1], a Student-t dof other than 0 that is
 // not above 2, fewer than 1 stage, or a non-positive sample size.
-Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FamilyParams& params);
+Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params);
 
 }  // namespace distq

@@ -12,7 +12,7 @@ namespace distq::tensorflow_binding {
 
 namespace tf = ::tensorflow;
 
-REGISTER_OP("DistqUpdateLoop")
+REGISTER_OP("DistqUpdateLoopState")
     .Input("state: float64")
     .Input("selected: int64")
     .Input("numel: int64")
@@ -22,9 +22,9 @@ REGISTER_OP("DistqUpdateLoop")
       c->set_output(0, c->Vector(kLoopFields));
       return absl::OkStatus();
     })
-    .Doc("One closed-loop step of the fit ratio (horovod_distq.control.RatioController).");
+    .Doc("One closed-loop step of the fit ratio (horovod_distq.tensorflow.RatioController).");
 
-REGISTER_OP("DistqInitialLoop")
+REGISTER_OP("DistqInitialLoopState")
     .Input("target: float64")
     .Output("state: float64")
     .SetShapeFn([](tf::shape_inference::InferenceContext* c) {
@@ -33,14 +33,14 @@ REGISTER_OP("DistqInitialLoop")
     })
     .Doc("The closed-loop state of a tensor not seen before.");
 
-class UpdateLoopOp : public tf::OpKernel {
+class UpdateLoopStateOp : public tf::OpKernel {
  public:
   using tf::OpKernel::OpKernel;
 
   void Compute(tf::OpKernelContext* context) override {
     const tf::Tensor& state = context->input(0);
     OP_REQUIRES(context, state.NumElements() == kLoopFields,
-                absl::InvalidArgumentError("distq.update_loop: the state must hold 4 float64 values"));
+                absl::InvalidArgumentError("distq.update_loop_state: the state must hold 4 float64 values"));
     tf::Tensor* updated = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, tf::TensorShape({kLoopFields}), &updated));
     double* out = updated->flat<double>().data();
@@ -51,18 +51,18 @@ class UpdateLoopOp : public tf::OpKernel {
   }
 };
 
-class InitialLoopOp : public tf::OpKernel {
+class InitialLoopStateOp : public tf::OpKernel {
  public:
   using tf::OpKernel::OpKernel;
 
   void Compute(tf::OpKernelContext* context) override {
     tf::Tensor* state = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, tf::TensorShape({kLoopFields}), &state));
-    make_loop_state(context->input(0).scalar<double>()(), state->flat<double>().data());
+    initial_loop_state(context->input(0).scalar<double>()(), state->flat<double>().data());
   }
 };
 
-REGISTER_KERNEL_BUILDER(Name("DistqUpdateLoop").Device(tf::DEVICE_CPU), UpdateLoopOp);
-REGISTER_KERNEL_BUILDER(Name("DistqInitialLoop").Device(tf::DEVICE_CPU), InitialLoopOp);
+REGISTER_KERNEL_BUILDER(Name("DistqUpdateLoopState").Device(tf::DEVICE_CPU), UpdateLoopStateOp);
+REGISTER_KERNEL_BUILDER(Name("DistqInitialLoopState").Device(tf::DEVICE_CPU), InitialLoopStateOp);
 
 }  // namespace distq::tensorflow_binding

@@ -78,7 +78,7 @@ class SparsifyOp : public tf::OpKernel {
     const int64_t n = x.NumElements();
     OP_REQUIRES(context, index_type_ == tf::DT_INT64 || n < kInt32IndexLimit,
                 absl::InvalidArgumentError("distq.sparsify: int32 indices cannot address 2^31 or more entries"));
-    FamilyParams params = params_;
+    FitSettings params = params_;
     params.ratio = ratio.scalar<double>()();
     try {
       const Sparsified result = sparsify(x.data(), n, core_dtype(x.dtype()), family_, params);
@@ -106,7 +106,7 @@ class SparsifyOp : public tf::OpKernel {
 
  private:
   Family family_ = Family::kNormal;
-  FamilyParams params_;
+  FitSettings params_;
   tf::DataType index_type_ = tf::DT_INT32;
 };
 

@@ -8,15 +8,15 @@ namespace distq::torch_binding {
 
 namespace {
 
-at::Tensor initial_loop(double target) {
+at::Tensor initial_loop_state_cpu(double target) {
   at::Tensor state = at::empty({kLoopFields}, at::kDouble);
-  make_loop_state(target, state.data_ptr<double>());
+  initial_loop_state(target, state.data_ptr<double>());
   return state;
 }
 
-at::Tensor update_loop(const at::Tensor& state, int64_t selected, int64_t numel, double target) {
+at::Tensor update_loop_state_cpu(const at::Tensor& state, int64_t selected, int64_t numel, double target) {
   TORCH_CHECK(state.device().is_cpu() && state.scalar_type() == at::kDouble && state.numel() == kLoopFields,
-              "distq.update_loop: the state must be 4 float64 values on the CPU");
+              "distq.update_loop_state: the state must be 4 float64 values on the CPU");
   at::Tensor updated = state.contiguous().clone();
   update_loop_state(updated.data_ptr<double>(), selected, numel, target);
   return updated;
@@ -24,9 +24,15 @@ at::Tensor update_loop(const at::Tensor& state, int64_t selected, int64_t numel,
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(distq, m) {
-  m.def("initial_loop(float target) -> Tensor", &initial_loop);
-  m.def("update_loop(Tensor state, int selected, int numel, float target) -> Tensor", &update_loop);
-}
+// The schemas are in library.cpp.
+TORCH_LIBRARY_IMPL(distq, CPU, m) { m.impl("update_loop_state", &update_loop_state_cpu); }
+
+// initial_loop_state has no tensor argument, so its arguments carry no dispatch key: a CPU kernel would never
+// be chosen (the dispatcher sees the Undefined key), and a BackendSelect kernel would need a device
+// argument the schema does not have. CompositeExplicitAutograd is the alias that serves the Undefined
+// key (and every backend) with this one kernel, which always makes its state on the CPU, as the loop's
+// state lives there. Unlike CompositeImplicitAutograd (what a plain m.def(name, fn) registers) it is
+// not traced through: FakeTensorMode and torch.compile use the fake kernel in _library.py.
+TORCH_LIBRARY_IMPL(distq, CompositeExplicitAutograd, m) { m.impl("initial_loop_state", &initial_loop_state_cpu); }
 
 }  // namespace distq::torch_binding

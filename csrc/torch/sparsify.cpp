@@ -24,8 +24,6 @@ DType core_dtype(const at::Tensor& x) {
   }
 }
 
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sparsify_cpu(const at::Tensor& input, double ratio,
                                                                         c10::string_view distribution, double dof,
                                                                         int64_t sample_size, int64_t stages) {
@@ -33,7 +31,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sparsify_cpu(const at
   const DType dtype = core_dtype(input);
   const at::Tensor x = input.contiguous();
   const int64_t n = x.numel();
-  FamilyParams params;
+  FitSettings params;
   params.ratio = ratio;
   params.dof = dof;
   params.sample_size = sample_size;
@@ -59,11 +57,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sparsify_cpu(const at
   }
 }
 
-TORCH_LIBRARY(distq, m) {
-  m.def("sparsify(Tensor x, float ratio, str distribution, float dof, int sample_size, int stages) -> "
-        "(Tensor indices, Tensor values, Tensor threshold, Tensor center)");
-}
+}  // namespace
 
+// The schema is in library.cpp.
 TORCH_LIBRARY_IMPL(distq, CPU, m) { m.impl("sparsify", &sparsify_cpu); }
 
 }  // namespace distq::torch_binding

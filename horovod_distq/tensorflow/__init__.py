@@ -10,8 +10,19 @@ Example:
     >>> grads = tape.gradient(loss, model.trainable_variables)
 """
 
-from horovod_distq.tensorflow.compressor import DistQ, TensorState
-from horovod_distq.tensorflow.ops import SparseSelection, sparsify
+from horovod_distq.selection import SparseSelection
+from horovod_distq.tensorflow.compressor import DistQ
+from horovod_distq.tensorflow.control import RatioController
+from horovod_distq.tensorflow.error_feedback import ErrorFeedback
+from horovod_distq.tensorflow.ops import sparsify
 from horovod_distq.tensorflow.tape import DistributedGradientTape, backing_variable
 
-__all__ = ["DistQ", "DistributedGradientTape", "SparseSelection", "TensorState", "backing_variable", "sparsify"]
+__all__ = [
+    "DistQ",
+    "DistributedGradientTape",
+    "ErrorFeedback",
+    "RatioController",
+    "SparseSelection",
+    "backing_variable",
+    "sparsify",
+]

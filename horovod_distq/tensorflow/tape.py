@@ -15,6 +15,7 @@ import horovod.tensorflow as hvd
 import tensorflow as tf
 
 from horovod_distq.tensorflow.compressor import DistQ
+from horovod_distq.tensorflow.naming import variable_name
 
 
 def backing_variable(variable: Any) -> tf.Variable:
@@ -29,12 +30,6 @@ def backing_variable(variable: Any) -> tf.Variable:
     if isinstance(value, tf.Variable):
         return value
     raise TypeError(f"expected a tf.Variable or a Keras variable, got {type(variable).__name__}")
-
-
-def _variable_name(variable: Any) -> str:
-    # Keras 3 paths ("sequential/dense/kernel") are unique within a model; tf.Variable names end in ":0".
-    path = getattr(variable, "path", None)
-    return path if isinstance(path, str) else variable.name.split(":")[0]
 
 
 def DistributedGradientTape(
@@ -66,44 +61,61 @@ def DistributedGradientTape(
     if isinstance(compression, DistQ) and horovod_options.get("op") == hvd.Adasum:
         raise ValueError("DistQ sends sparse sums; op=hvd.Adasum is not supported with it")
     tape = hvd.DistributedGradientTape(gradtape, compression=compression, **horovod_options)
-    horovod_gradient = tape.gradient
-    horovod_register_local_source = tape.register_local_source
-    horovod_split = tape.get_local_and_global_gradients
-    horovod_allreduce = tape._allreduce_grads
-    compresses_sparse_gradients = horovod_options.get("sparse_as_dense", False)
-    names: dict[int, str] = {}
+    _KerasVariables(tape, compression, horovod_options.get("sparse_as_dense", False)).install()
+    return tape
 
-    def backing_variables(sources):
+
+class _KerasVariables:
+    """Horovod tape methods that take Keras 3 variables, map them to their ``tf.Variable`` for
+    Horovod, and name DistQ's gradients after them.
+
+    Args:
+        tape: Horovod's distributed tape, whose methods this wraps.
+        compression: the tape's compressor.
+        sparse_as_dense: the tape's option: IndexedSlices gradients are compressed too.
+    """
+
+    def __init__(self, tape: tf.GradientTape, compression: Any, sparse_as_dense: bool) -> None:
+        self.tape = tape
+        self.compression = compression
+        self.sparse_as_dense = sparse_as_dense
+        self.horovod_gradient = tape.gradient
+        self.horovod_register_local_source = tape.register_local_source
+        self.horovod_split = tape.get_local_and_global_gradients
+        self.horovod_allreduce = tape._allreduce_grads
+        self.names: dict[int, str] = {}
+
+    def install(self) -> None:
+        self.tape.gradient = self.gradient
+        self.tape.register_local_source = self.register_local_source
+        self.tape.get_local_and_global_gradients = self.get_local_and_global_gradients
+        self.tape._allreduce_grads = self.allreduce_grads
+
+    def backing_variables(self, sources: list) -> list[tf.Variable]:
         variables = [backing_variable(s) for s in sources]
-        names.update((id(v), _variable_name(s)) for v, s in zip(variables, sources) if v is not s)
+        self.names.update((id(v), variable_name(s)) for v, s in zip(variables, sources) if v is not s)
         return variables
 
-    def gradient(target, sources, output_gradients=None, use_generic_names=False):
-        return horovod_gradient(target, backing_variables(sources), output_gradients, use_generic_names)
+    def gradient(self, target, sources, output_gradients=None, use_generic_names=False):
+        return self.horovod_gradient(target, self.backing_variables(sources), output_gradients, use_generic_names)
 
-    def register_local_source(source):
-        return horovod_register_local_source(backing_variable(source))
+    def register_local_source(self, source):
+        return self.horovod_register_local_source(backing_variable(source))
 
-    def get_local_and_global_gradients(target, sources, output_gradients=None, use_generic_names=False):
-        variables = backing_variables(sources)
+    def get_local_and_global_gradients(self, target, sources, output_gradients=None, use_generic_names=False):
+        variables = self.backing_variables(sources)
         originals = {id(v): s for v, s in zip(variables, sources)}
-        local, global_ = horovod_split(target, variables, output_gradients, use_generic_names)
+        local, global_ = self.horovod_split(target, variables, output_gradients, use_generic_names)
         return [(originals[id(v)], g) for v, g in local], [(originals[id(v)], g) for v, g in global_]
 
-    def allreduce_grads(grads, variables, use_generic_names=False):
-        if not isinstance(compression, DistQ):
-            return horovod_allreduce(grads, variables, use_generic_names)
+    def allreduce_grads(self, grads, variables, use_generic_names=False):
+        if not isinstance(self.compression, DistQ):
+            return self.horovod_allreduce(grads, variables, use_generic_names)
         # Horovod calls compress() once per dense gradient, in order; sparse ones it allgathers itself.
         compressed = [
-            names.get(id(v), _variable_name(v))
+            self.names.get(id(v), variable_name(v))
             for g, v in zip(grads, variables)
-            if g is not None and (compresses_sparse_gradients or not isinstance(g, tf.IndexedSlices))
+            if g is not None and (self.sparse_as_dense or not isinstance(g, tf.IndexedSlices))
         ]
-        with compression.names_for_next_gradients(compressed):
-            return horovod_allreduce(grads, variables, use_generic_names)
-
-    tape.gradient = gradient
-    tape.register_local_source = register_local_source
-    tape.get_local_and_global_gradients = get_local_and_global_gradients
-    tape._allreduce_grads = allreduce_grads
-    return tape
+        with self.compression.names.given(compressed):
+            return self.horovod_allreduce(grads, variables, use_generic_names)

@@ -8,9 +8,10 @@ Example:
     ...                                compression=distq.DistQ(ratio=0.001, distribution="normal"))
 """
 
+from horovod_distq.selection import SparseSelection
 from horovod_distq.torch.compressor import DistQ
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.error_feedback import ErrorFeedback
-from horovod_distq.torch.ops import SparseSelection, sparsify
+from horovod_distq.torch.ops import sparsify
 
 __all__ = ["DistQ", "ErrorFeedback", "RatioController", "SparseSelection", "sparsify"]

@@ -7,8 +7,8 @@ space: log(achieved) is close to linear in log(fit ratio), with a slope near 1 f
 and further from 1 for a poor one, re-learnt from large moves only; within +-25% of the target it
 takes half a step, as the error there is mostly the gradient's step-to-step change. It costs no
 pass over the tensor: it reads the number of selected entries, which the exchange needs anyway.
-The rule itself is the compiled core's (``csrc/core/control.h``), which the TensorFlow frontend
-runs inside its graph.
+The rule itself is the compiled core's (``csrc/core/control.h``), which the TensorFlow frontend's
+``RatioController`` runs inside its graph.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from horovod_distq.torch import _library  # noqa: F401  (registers torch.ops.distq)
+from horovod_distq.torch.ops import initial_loop_state, update_loop_state
 
 
 class RatioController:
@@ -50,8 +50,8 @@ class RatioController:
         """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
         state = self._states.get(name)
         if state is None:
-            state = torch.ops.distq.initial_loop(self.target)
-        self._states[name] = torch.ops.distq.update_loop(state, int(selected), int(numel), self.target)
+            state = initial_loop_state(self.target)
+        self._states[name] = update_loop_state(state, selected, numel, self.target)
 
     def state_dict(self) -> dict[str, Any]:
         """Per-tensor loop state (4 float64 each), for a checkpoint."""

@@ -1,58 +1,36 @@
-"""Encoding and decoding the (index, value) pairs of one tensor (see ``horovod_distq.VALUE_ENCODINGS``)."""
+"""Encoding and decoding the (index, value) pairs of one tensor, as ``horovod_distq.VALUE_ENCODINGS`` specifies."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
-from horovod_distq import wire
+from horovod_distq.compressor import EncodedPairs
+from horovod_distq.encodings import value_encoding
 
-_WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_FLOAT16_MAX = 65504.0
-
-
-class EncodedPairs(NamedTuple):
-    """One tensor's pairs as they travel, and the values the receivers will decode.
-
-    Attributes:
-        indices: flattened positions (for ``sign``, negative entries as ``~index``).
-        values: values in the wire dtype (empty for ``sign``).
-        scales: float32 ``[positive scale, negative scale]`` for ``sign``, else empty.
-        decoded: float values every receiver reconstructs, for error feedback.
-    """
-
-    indices: torch.Tensor
-    values: torch.Tensor
-    scales: torch.Tensor
-    decoded: torch.Tensor
-
-    def segments(self) -> list[torch.Tensor]:
-        """The byte views that go on the wire, in order."""
-        return [t.view(torch.uint8) for t in (self.indices, self.values, self.scales)]
+_DTYPES = {name: getattr(torch, name) for name in ("float64", "float32", "float16", "bfloat16", "int64", "int32")}
 
 
-def wire_value_dtype(encoding: str, gradient_dtype: torch.dtype) -> torch.dtype | None:
-    """dtype values travel in; None for ``sign`` (no per-pair value)."""
-    if encoding == "sign":
-        return None
-    return gradient_dtype if encoding == "auto" else _WIRE_DTYPES[encoding]
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a dtype name ("float32", ...)."""
+    return _DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name of a torch dtype ("float32", ...), as the neutral layer states dtypes."""
+    return str(dtype).removeprefix("torch.")
 
 
 def encode(encoding: str, indices: torch.Tensor, values: torch.Tensor, gradient_dtype: torch.dtype) -> EncodedPairs:
-    """Encodes selected pairs.
+    """Encodes a selection's pairs as ``horovod_distq.VALUE_ENCODINGS[encoding]`` specifies, for a
+    gradient of ``gradient_dtype`` (what ``auto`` sends); returns :class:`horovod_distq.compressor.EncodedPairs`.
 
-    Args:
-        encoding: a name of ``horovod_distq.VALUE_ENCODINGS``.
-        indices: selected flattened positions (int32 or int64).
-        values: the selected entries.
-        gradient_dtype: dtype of the gradient (what ``auto`` sends).
-
-    Returns:
-        The :class:`EncodedPairs`.
+    Example:
+        >>> encode("float16", torch.tensor([3]), torch.tensor([1e6]), torch.float32).decoded
+        tensor([65504.])
     """
+    spec = value_encoding(encoding)
     empty_scales = torch.empty(0, dtype=torch.float32, device=values.device)
-    if encoding == "sign":
+    if spec.sign_in_index:
         positive = values > 0
         magnitude = values.abs().float()
         positive_count = positive.sum()
@@ -62,30 +40,33 @@ def encode(encoding: str, indices: torch.Tensor, values: torch.Tensor, gradient_
         signed = torch.where(positive, indices, ~indices)
         decoded = torch.where(positive, scales[0], -scales[1])
         return EncodedPairs(signed, values.new_empty(0), scales, decoded)
-    wire_dtype = wire_value_dtype(encoding, gradient_dtype)
-    if wire_dtype == torch.float16:
+    if spec.clamp is not None:
         # Clamp finite values into range so the excess stays in the residual; NaN and Inf travel as they are.
-        values = torch.where(values.isfinite(), values.clamp(-_FLOAT16_MAX, _FLOAT16_MAX), values)
-    sent = values.to(wire_dtype)
+        values = torch.where(values.isfinite(), values.clamp(-spec.clamp, spec.clamp), values)
+    sent = values.to(torch_dtype(spec.value_dtype(dtype_name(gradient_dtype))))
     return EncodedPairs(indices, sent, empty_scales, sent.float() if sent.dtype != torch.float64 else sent)
 
 
-def segment_bytes(encoding: str, count: int, index_dtype: torch.dtype, gradient_dtype: torch.dtype) -> int:
-    """Bytes one rank's segment of ``count`` pairs takes."""
-    return wire.segment_bytes(encoding, count, index_dtype.itemsize, gradient_dtype.itemsize)
+def decode(encoding: str, segment: torch.Tensor, count: int, index_dtype: str, gradient_dtype: str) -> tuple[
+    torch.Tensor, torch.Tensor
+]:
+    """Inverse of :func:`encode` for one rank's segment of bytes: (int64 indices, values).
 
-
-def decode(
-    encoding: str, segment: torch.Tensor, count: int, index_dtype: torch.dtype, gradient_dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`encode` for one rank's segment of bytes: (int64 indices, values)."""
+    Args:
+        encoding: a name of ``horovod_distq.VALUE_ENCODINGS``.
+        segment: the segment's bytes (uint8).
+        count: the number of pairs in it.
+        index_dtype: the dtype name of its indices.
+        gradient_dtype: the gradient's dtype name.
+    """
+    spec = value_encoding(encoding)
     # Copies, not views: a segment may start at any byte offset of the gathered buffer.
-    index_end = count * index_dtype.itemsize
-    indices = segment[:index_end].clone().view(index_dtype)
-    if encoding == "sign":
-        scales = segment[index_end : index_end + 8].clone().view(torch.float32)
+    index_end = count * torch_dtype(index_dtype).itemsize
+    indices = segment[:index_end].clone().view(torch_dtype(index_dtype))
+    if spec.sign_in_index:
+        scales = segment[index_end : index_end + spec.scale_bytes].clone().view(torch.float32)
         negative = indices < 0
         return torch.where(negative, ~indices, indices).long(), torch.where(negative, -scales[1], scales[0])
-    wire_dtype = wire_value_dtype(encoding, gradient_dtype)
+    wire_dtype = torch_dtype(spec.value_dtype(gradient_dtype))
     values = segment[index_end : index_end + count * wire_dtype.itemsize].clone().view(wire_dtype)
     return indices.long(), values

@@ -6,24 +6,26 @@ from typing import Any
 
 import torch
 
+from horovod_distq.compressor import accumulation_dtype
+from horovod_distq.torch.encoding import dtype_name, torch_dtype
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Residuals of 16-bit gradients are kept in float32: the small entries they hold are the
-    ones 16-bit arithmetic would round away."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+def residual_dtype(gradient_dtype: torch.dtype) -> torch.dtype:
+    """The dtype residuals of ``gradient_dtype`` gradients are accumulated in (float32 for 16-bit ones)."""
+    return torch_dtype(accumulation_dtype(dtype_name(gradient_dtype)))
 
 
 class ErrorFeedback:
-    """Residuals of compressed gradients, keyed by parameter name.
+    """Residuals of compressed gradients, keyed by parameter name; each residual buffer is owned here.
 
     Keyed by name, never by a gradient tensor: optimizers free and re-create gradients every
     step (``zero_grad(set_to_none=True)``). A residual whose shape no longer matches its
-    gradient is dropped and started afresh.
+    gradient is dropped and started afresh. Residuals of 16-bit gradients are float32.
 
     Example:
         >>> memory = ErrorFeedback()
-        >>> accumulated = memory.accumulate("fc.weight", grad)       # grad + residual
-        >>> memory.keep_unsent("fc.weight", accumulated, indices, selected_values, sent_values)
+        >>> accumulated = memory.accumulate("fc.weight", grad)      # grad + residual
+        >>> memory.keep_unsent("fc.weight", indices, selected_values, sent_values)
     """
 
     __slots__ = ("_residuals",)
@@ -32,12 +34,12 @@ class ErrorFeedback:
         self._residuals: dict[str, torch.Tensor] = {}
 
     def accumulate(self, name: str, gradient: torch.Tensor) -> torch.Tensor:
-        """Returns gradient + residual: the residual buffer itself, updated in place.
+        """Adds ``gradient`` to the residual of ``name`` and returns the sum, to select from.
 
-        One pass and no allocation after the first step; the returned tensor (contiguous, owned by
-        this object) must be handed back through :meth:`keep_unsent`.
+        One pass and no allocation after the first step: the sum is the residual buffer itself,
+        which :meth:`keep_unsent` then turns into the next residual. Read it before that call.
         """
-        dtype = accumulation_dtype(gradient.dtype)
+        dtype = residual_dtype(gradient.dtype)
         residual = self._residuals.get(name)
         if residual is None or residual.shape != gradient.shape or residual.dtype != dtype:
             residual = torch.empty(gradient.shape, dtype=dtype, device=gradient.device)
@@ -48,24 +50,12 @@ class ErrorFeedback:
             residual = self._residuals[name] = residual.to(gradient.device)
         return residual.add_(gradient)
 
-    def keep_unsent(
-        self, name: str, accumulated: torch.Tensor, indices: torch.Tensor, selected: torch.Tensor, sent: torch.Tensor
-    ) -> None:
-        """Makes ``accumulated - scatter(indices, sent)`` the residual of ``name``.
-
-        Args:
-            name: the parameter name.
-            accumulated: the tensor :meth:`accumulate` returned.
-            indices: flattened positions that were selected.
-            selected: the entries of ``accumulated`` at those positions.
-            sent: the values the receivers decode at those positions (after any encoding), so
-                the encoding error stays in the residual. Where an accumulated entry was not
-                finite the residual restarts at 0 instead of carrying NaN into every later step.
-        """
-        flat = accumulated.view(-1)
+    def keep_unsent(self, name: str, indices: torch.Tensor, selected: torch.Tensor, sent: torch.Tensor) -> None:
+        """Makes the accumulated gradient minus what was sent the residual of ``name``
+        (:class:`horovod_distq.compressor.ErrorFeedbackRole` says how)."""
+        flat = self._residuals[name].view(-1)
         error = selected.to(flat.dtype) - sent.to(flat.dtype)
         flat.index_copy_(0, indices.long(), torch.nan_to_num_(error, nan=0.0, posinf=0.0, neginf=0.0))
-        self._residuals[name] = accumulated
 
     def residual(self, name: str) -> torch.Tensor | None:
         """The residual kept for ``name``, or None."""

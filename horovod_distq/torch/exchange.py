@@ -15,21 +15,8 @@ import horovod.torch as hvd
 import torch
 
 from horovod_distq import wire
-from horovod_distq.torch.encoding import EncodedPairs, decode, segment_bytes
-
-
-@dataclass(frozen=True)
-class QueuedTensor:
-    """What a rank sends for one tensor and what every receiver needs to parse it."""
-
-    encoding: str
-    index_dtype: torch.dtype
-    gradient_dtype: torch.dtype
-    numel: int
-    pairs: EncodedPairs
-
-    def layout(self, name: str) -> str:
-        return wire.tensor_layout(name, self.numel, self.encoding, str(self.index_dtype), str(self.gradient_dtype))
+from horovod_distq.compressor import QueuedTensor, SparseContext
+from horovod_distq.torch.encoding import decode
 
 
 @dataclass(frozen=True)
@@ -38,13 +25,11 @@ class RoundStats:
 
     Attributes:
         tensors: compressed tensors in the round.
-        collectives: collective calls the round made (always 1).
         bytes_sent: size of this rank's buffer.
         bytes_received: size of the other ranks' buffers together.
     """
 
     tensors: int
-    collectives: int
     bytes_sent: int
     bytes_received: int
 
@@ -56,9 +41,12 @@ class StepExchange:
         process_set: the Horovod process set the optimizer reduces over.
 
     Example:
-        >>> exchange.submit("fc.weight", queued)      # in compress()
-        >>> indices, values = exchange.collect("fc.weight")  # in decompress(): every rank's pairs
+        >>> exchange.submit(queued)                 # in compress()
+        >>> indices, values = exchange.collect(ctx)  # in decompress(): every rank's pairs
     """
+
+    # One header per round, not per tensor (see bytes accounting in horovod_distq.compressor).
+    tensor_header_bytes = 0
 
     __slots__ = ("_pending", "_results", "_rounds", "last_round", "process_set")
 
@@ -69,13 +57,21 @@ class StepExchange:
         self._rounds = 0
         self.last_round: RoundStats | None = None
 
-    def submit(self, name: str, queued: QueuedTensor) -> None:
+    @staticmethod
+    def round_header_bytes(tensors: int) -> int:
+        """Bytes of the header of a step that compressed ``tensors`` tensors."""
+        return wire.header_bytes(tensors) if tensors else 0
+
+    def submit(self, queued: QueuedTensor) -> None:
+        """Queues one tensor's pairs for the step's round."""
+        name = queued.layout.name
         if name in self._pending or name in self._results:
             raise RuntimeError(f"DistQ: tensor {name!r} compressed twice before it was decompressed")
         self._pending[name] = queued
 
-    def collect(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """All ranks' pairs for ``name``: int64 indices and values (concatenated over ranks)."""
+    def collect(self, ctx: SparseContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """All ranks' pairs for one tensor: int64 indices and values (concatenated over ranks)."""
+        name = ctx.queued.layout.name
         if name not in self._results:
             self._flush()
         return self._results.pop(name)
@@ -84,31 +80,31 @@ class StepExchange:
         names = sorted(self._pending)
         queued = [self._pending[n] for n in names]
         self._pending = {}
-        checksum = wire.layout_checksum(q.layout(n) for n, q in zip(names, queued))
-        counts = [q.pairs.indices.numel() for q in queued]
-        header = torch.tensor([len(names), checksum, *counts], dtype=torch.int64)
+        layouts = [q.layout for q in queued]
+        checksum = wire.layout_checksum(layouts)
+        header = torch.tensor([len(names), checksum, *(q.pairs.indices.numel() for q in queued)], dtype=torch.int64)
         device = queued[0].pairs.indices.device if queued else torch.device("cpu")
-        parts = [header.to(device).view(torch.uint8)]
-        for q in queued:
-            parts.extend(q.pairs.segments())
-        buffer = torch.cat(parts)
+        parts = [header.to(device), *(t for q in queued for t in q.pairs.wire_parts())]
+        buffer = torch.cat([t.view(torch.uint8) for t in parts])
         gathered = hvd.synchronize(
             hvd.allgather_async(buffer, name=f"distq.round.{self._rounds}", process_set=self.process_set)
         )
         self._rounds += 1
         pieces: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
         offset = 0
+        header_bytes = wire.header_bytes(len(names))
         for rank in range(self.process_set.size()):
-            header_bytes = wire.header_bytes(len(names))
             their_header = gathered[offset : offset + header_bytes].clone().view(torch.int64).tolist()
             if their_header[: wire.HEADER_FIELDS] != [len(names), checksum]:
                 raise RuntimeError(wire.mismatch_message(rank, names))
             offset += header_bytes
-            for name, q, count in zip(names, queued, their_header[wire.HEADER_FIELDS :]):
-                size = segment_bytes(q.encoding, count, q.index_dtype, q.gradient_dtype)
-                pieces[name].append(decode(q.encoding, gathered[offset : offset + size], count, q.index_dtype,
-                                           q.gradient_dtype))
+            for layout, count in zip(layouts, their_header[wire.HEADER_FIELDS :]):
+                size = layout.segment_bytes(count)
+                segment = gathered[offset : offset + size]
+                pieces[layout.name].append(
+                    decode(layout.encoding, segment, count, layout.index_dtype, layout.gradient_dtype)
+                )
                 offset += size
-        for name, parts_of_name in pieces.items():
-            self._results[name] = (torch.cat([p[0] for p in parts_of_name]), torch.cat([p[1] for p in parts_of_name]))
-        self.last_round = RoundStats(len(names), 1, buffer.numel(), gathered.numel() - buffer.numel())
+        for name, parts in pieces.items():
+            self._results[name] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        self.last_round = RoundStats(len(names), buffer.numel(), gathered.numel() - buffer.numel())

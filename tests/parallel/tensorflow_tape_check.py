@@ -1,32 +1,32 @@
-"""Checks DistQ inside Horovod's TensorFlow gradient tape, Keras 3 models; run under ``horovodrun -np 2``.
+"""Checks DistQ inside Horovod's TensorFlow gradient tape, Keras 3 models.
 
-Every check compares what the tape produced with an independent dense computation: each rank's
+Every rank runs this file with pytest under ``horovodrun -np 2`` (tests/test_parallel_tensorflow.py).
+Every test compares what the tape produced with an independent dense computation: each rank's
 raw gradients are computed with a plain ``tf.GradientTape``, exchanged with a dense allgather, and
-the expected result is built from them with the NumPy reference selection rule. Each check runs
-eagerly and inside ``tf.function``. Exits non-zero (an AssertionError) on the first mismatch.
+the expected result is built from them with the NumPy reference selection rule. Each test runs
+eagerly and inside ``tf.function``.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import horovod.tensorflow as hvd
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import horovod_distq.tensorflow as distq
 from tests import reference
+from tests.parallel.common import assert_identical_on_every_rank
 
 RATIO = 0.05
-MODES = ("eager", "function")
+ENCODINGS = ("float32", "float16", "bfloat16", "sign")
+pytestmark = pytest.mark.parametrize("mode", ["eager", "function"])
 
 
 def make_model() -> keras.Model:
@@ -95,8 +95,15 @@ def reduced_gradients(model, compression, x, y, mode: str, horovod_tape: bool = 
     return step(x, y) if mode == "eager" else tf.function(step)(x, y)
 
 
-def check_average_without_error_feedback(mode: str, op=hvd.Average, predivide: float = 1.0,
-                                         encoding: str = "auto", horovod_tape: bool = False) -> None:
+def case(name: str, op=hvd.Average, predivide: float = 1.0, encoding: str = "auto", horovod_tape: bool = False):
+    return pytest.param(op, predivide, encoding, horovod_tape, id=name)
+
+
+@pytest.mark.parametrize(("op", "predivide", "encoding", "horovod_tape"), [
+    case("average"), case("sum", op=hvd.Sum), case("predivide", predivide=2.0),
+    case("horovod-tape", horovod_tape=True), *(case(encoding, encoding=encoding) for encoding in ENCODINGS),
+])
+def test_average_without_error_feedback(mode: str, op, predivide: float, encoding: str, horovod_tape: bool) -> None:
     model = make_model()
     compression = distq.DistQ(ratio=RATIO, error_feedback=False, value_encoding=encoding, closed_loop=False)
     x, y = batch(0)
@@ -117,7 +124,7 @@ def check_average_without_error_feedback(mode: str, op=hvd.Average, predivide: f
     assert sum(not s.dense for s in compression.stats.values()) == 2, compression.stats
 
 
-def check_empty_selection_on_one_rank(mode: str) -> None:
+def test_empty_selection_on_one_rank(mode: str) -> None:
     model = make_model()
     compression = distq.DistQ(ratio=RATIO, error_feedback=False, closed_loop=False)
     # Rank 1 sees zero inputs, so its first-layer kernel gradient is exactly zero: nothing selected.
@@ -131,9 +138,11 @@ def check_empty_selection_on_one_rank(mode: str) -> None:
     check_close(grads[0].numpy(), np.sum(contributions, axis=0) / hvd.size(), f"empty selection {mode}")
 
 
-def check_error_feedback_training(mode: str, encoding: str = "auto") -> list[np.ndarray]:
+@pytest.mark.parametrize("encoding", ["auto", "sign"])
+def test_error_feedback_training(mode: str, encoding: str) -> None:
     """Trains a few steps with error feedback; checks accumulated == sent + residual each step,
-    the reduced gradient against every rank's sent part, and that tf.function traces once."""
+    the reduced gradient against every rank's sent part, that tf.function traces once, that a
+    checkpoint restores the state, and that the ranks end with identical parameters."""
     model = make_model()
     compression = distq.DistQ(ratio=RATIO, value_encoding=encoding)
     optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
@@ -150,10 +159,10 @@ def check_error_feedback_training(mode: str, encoding: str = "auto") -> list[np.
     for index in range(6):
         x, y = batch(index)
         raw = raw_gradients(model, x, y)
-        states = compression.tensors
-        before = {name: states[name].residual.numpy() if name in states else np.zeros(g.size, g.dtype)
+        residuals, loops = compression.memory.residuals, compression.controller.loops
+        before = {name: residuals[name].numpy() if name in residuals else np.zeros(g.size, g.dtype)
                   for name, g in raw.items()}
-        fit_ratios = {name: float(np.exp(states[name].loop[0])) if name in states else RATIO for name in raw}
+        fit_ratios = {name: float(np.exp(loops[name][0])) if name in loops else RATIO for name in raw}
         grads = run(x, y)
         if index == 0 and mode == "function":
             # The first call may trace twice (once to create DistQ's variables); later ones reuse it.
@@ -163,7 +172,7 @@ def check_error_feedback_training(mode: str, encoding: str = "auto") -> list[np.
             if not compression.compresses(variable.value):
                 continue
             accumulated = raw[name] + np.reshape(before[name], raw[name].shape)
-            residual = compression.tensors[name].residual.numpy().reshape(accumulated.shape)
+            residual = compression.memory.residual(name).numpy().reshape(accumulated.shape)
             sent = accumulated - residual
             what = f"{name} step {index} {mode} {encoding}"
             check_close(sent, selected_part(accumulated, compression, fit_ratios[name]), what + ": sent != selection")
@@ -176,7 +185,7 @@ def check_error_feedback_training(mode: str, encoding: str = "auto") -> list[np.
     if mode == "function":
         assert run.experimental_get_tracing_count() == traces <= 2, (traces, run.experimental_get_tracing_count())
     check_checkpoint(compression)
-    return [v.numpy() for v in model.trainable_variables]
+    assert_identical_on_every_rank([v.numpy() for v in model.trainable_variables], all_ranks)
 
 
 def check_checkpoint(compression: distq.DistQ) -> None:
@@ -185,17 +194,17 @@ def check_checkpoint(compression: distq.DistQ) -> None:
         path = tf.train.Checkpoint(distq=compression).save(os.path.join(folder, f"distq-{hvd.rank()}"))
         restored = distq.DistQ(ratio=RATIO)
         status = tf.train.Checkpoint(distq=restored).restore(path)
-        for name, state in compression.tensors.items():
+        for name, residual in compression.memory.residuals.items():
             # A zero gradient: the restored residual is what gets fitted; the sent entries leave it.
-            restored.compress(tf.zeros([state.numel], state.gradient_dtype), name=name)
-            after = restored.tensors[name]
-            changed = np.count_nonzero(after.residual.numpy() != state.residual.numpy())
-            assert changed <= int(after.selected.numpy()) and np.count_nonzero(state.residual.numpy()) > changed
-            assert float(after.loop[1]) == float(state.loop[0]), "closed-loop state not restored"
+            restored.compress(tf.zeros(residual.shape, residual.dtype), name=name)
+            changed = np.count_nonzero(restored.memory.residual(name).numpy() != residual.numpy())
+            assert changed <= restored.stats[name].selected and np.count_nonzero(residual.numpy()) > changed
+            loop, restored_loop = compression.controller.loops[name], restored.controller.loops[name]
+            assert float(restored_loop[1]) == float(loop[0]), "closed-loop state not restored"
         status.assert_consumed()
 
 
-def check_embedding_and_local_source(mode: str) -> None:
+def test_embedding_and_local_source(mode: str) -> None:
     """Sparse (IndexedSlices) gradients stay Horovod's allgather, a registered local source stays
     local, and the names DistQ keys its state by still follow the variables."""
     keras.utils.set_random_seed(0)
@@ -223,30 +232,3 @@ def check_embedding_and_local_source(mode: str) -> None:
     # Horovod scales a local source's gradient by 1/size and sends nothing for it.
     check_close(grads[3].numpy(), raw[local_kernel.path] / hvd.size(), f"local source {mode}")
     assert set(compression.stats) == {kernel.path, bias.path, local_bias.path}, compression.stats
-
-
-def check_identical_parameters(parameters: list[np.ndarray]) -> None:
-    for index, param in enumerate(parameters):
-        copies = all_ranks(param)
-        assert all(np.array_equal(copies[0], c) for c in copies[1:]), f"parameter {index} differs between ranks"
-
-
-def main() -> None:
-    hvd.init()
-    assert hvd.size() == 2, "run with horovodrun -np 2"
-    for mode in MODES:
-        check_average_without_error_feedback(mode)
-        check_average_without_error_feedback(mode, op=hvd.Sum)
-        check_average_without_error_feedback(mode, predivide=2.0)
-        check_average_without_error_feedback(mode, horovod_tape=True)
-        check_empty_selection_on_one_rank(mode)
-        check_embedding_and_local_source(mode)
-        for encoding in ("float32", "float16", "bfloat16", "sign"):
-            check_average_without_error_feedback(mode, encoding=encoding)
-        for encoding in ("auto", "sign"):
-            check_identical_parameters(check_error_feedback_training(mode, encoding))
-    print(f"rank {hvd.rank()}: all DistQ tape checks passed", flush=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import horovod.tensorflow as hvd
 import keras
-import ml_dtypes
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -33,12 +32,6 @@ def horovod() -> None:
     hvd.init()
 
 
-def gradient_like(n: int, dtype: str, seed: int = 0) -> np.ndarray:
-    """Heavy-tailed, slightly off-centre values, as real gradients are, rounded to ``dtype``."""
-    values = 1e-3 * np.random.default_rng(seed).standard_t(4, size=n) + 1e-5
-    return values.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
-
-
 def compute_view(x: np.ndarray) -> np.ndarray:
     """The values in the type the kernel compares in: float64 stays, narrower types become float32."""
     return x.astype(np.float64 if x.dtype == np.float64 else np.float32)
@@ -48,7 +41,7 @@ def compute_view(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("ratio", [0.01, 0.001])
 def test_matches_reference(family: str, dtype: str, ratio: float) -> None:
-    x = gradient_like(1 << 16, dtype)
+    x = reference.gradient_like(1 << 16, dtype)
     result = distq_tf.sparsify(tf.constant(x), ratio, family)
     stages = 3 if family == "auto" else 1
     center, threshold = reference.multi_stage(compute_view(x), family, ratio, stages)
@@ -64,7 +57,7 @@ def test_matches_reference(family: str, dtype: str, ratio: float) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("stages", [1, 3])
 def test_same_result_as_the_torch_frontend(family: str, dtype: str, stages: int) -> None:
-    x = gradient_like(50_000, dtype, seed=7).reshape(250, 200)
+    x = reference.gradient_like(50_000, dtype, seed=7).reshape(250, 200)
     from_tf = distq_tf.sparsify(tf.constant(x), 0.01, family, stages=stages)
     from_torch = distq_torch.sparsify(torch.from_numpy(x.astype(np.float32)).to(TORCH_DTYPES[dtype])
                                       if dtype == "bfloat16" else torch.from_numpy(x), 0.01, family, stages=stages)
@@ -73,7 +66,7 @@ def test_same_result_as_the_torch_frontend(family: str, dtype: str, stages: int)
 
 
 def test_student_t_fixed_dof_matches_torch() -> None:
-    x = gradient_like(20_000, "float64")
+    x = reference.gradient_like(20_000, "float64")
     a = distq_tf.sparsify(tf.constant(x), 0.001, "student_t", dof=5)
     b = distq_torch.sparsify(torch.from_numpy(x), 0.001, "student_t", dof=5)
     assert float(a.threshold) == pytest.approx(float(b.threshold), rel=1e-6)
@@ -90,7 +83,7 @@ def test_closed_loop_matches_the_torch_frontend() -> None:
 
 
 def test_tensor_ratio_in_tf_function_does_not_retrace() -> None:
-    x = tf.constant(gradient_like(10_000, "float32"))
+    x = tf.constant(reference.gradient_like(10_000, "float32"))
     select = tf.function(lambda ratio: tf.size(distq_tf.sparsify(x, ratio).indices))
     counts = [int(select(tf.constant(r, tf.float64))) for r in (0.1, 0.01, 0.001)]
     assert counts[0] > counts[1] > counts[2] > 0
@@ -99,7 +92,7 @@ def test_tensor_ratio_in_tf_function_does_not_retrace() -> None:
 
 class TestBadInput:
     def test_nan_and_inf_are_always_selected(self) -> None:
-        x = gradient_like(100_000, "float32")
+        x = reference.gradient_like(100_000, "float32")
         x[[5, 77, 90_000]] = [np.nan, np.inf, -np.inf]
         result = distq_tf.sparsify(tf.constant(x), 0.01)
         assert {5, 77, 90_000} <= set(result.indices.numpy().tolist())
@@ -139,7 +132,7 @@ def reduce(compression: distq_tf.DistQ, tensor: tf.Tensor, name: str | None = No
 
 class TestDistQ:
     def test_round_trip_returns_the_selection(self) -> None:
-        g = tf.constant(gradient_like(300 * 40, "float32").reshape(300, 40))
+        g = tf.constant(reference.gradient_like(300 * 40, "float32").reshape(300, 40))
         out = reduce(distq_tf.DistQ(ratio=0.01, error_feedback=False, closed_loop=False), g)
         selection = distq_tf.sparsify(g, 0.01)
         expected = np.zeros(g.shape.num_elements(), np.float32)
@@ -148,11 +141,11 @@ class TestDistQ:
 
     def test_error_feedback_keeps_what_was_not_sent(self) -> None:
         compression = distq_tf.DistQ(ratio=0.01)
-        g = tf.constant(gradient_like(20_000, "float32"))
+        g = tf.constant(reference.gradient_like(20_000, "float32"))
         total_sent = np.zeros(20_000, np.float32)
         for _ in range(4):
             total_sent += reduce(compression, g, name="w").numpy()
-        residual = compression.tensors["w"].residual.numpy()
+        residual = compression.memory.residual("w").numpy()
         np.testing.assert_allclose(total_sent + residual, 4 * g.numpy(), rtol=1e-5, atol=1e-8)
         stats = compression.stats["w"]
         assert stats.numel == 20_000 and 0 < stats.selected < 2000 and stats.threshold > 0
@@ -160,9 +153,9 @@ class TestDistQ:
     @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
     def test_half_gradients_keep_a_float32_residual(self, dtype: str) -> None:
         compression = distq_tf.DistQ(ratio=0.01)
-        out = reduce(compression, tf.constant(gradient_like(5000, dtype)), name="w")
+        out = reduce(compression, tf.constant(reference.gradient_like(5000, dtype)), name="w")
         assert out.dtype == TF_DTYPES[dtype]
-        assert compression.tensors["w"].residual.dtype == tf.float32
+        assert compression.memory.residual("w").dtype == tf.float32
 
     def test_small_and_non_floating_tensors_go_dense(self) -> None:
         compression = distq_tf.DistQ(ratio=0.01)

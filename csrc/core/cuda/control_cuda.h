@@ -1,6 +1,6 @@
 // The closed-loop step of csrc/core/control.h on the device, reading the selected count where the
 // selection left it, so the loop never copies a count to the host. Compiled by nvcc
-// (scripts/check_cuda.sh in CI); not yet bound to a framework or run on a GPU (issue 5).
+// (scripts/check_cuda.sh in CI); not yet bound to a framework or run on a GPU.
 #pragma once
 
 #include <cuda_runtime.h>

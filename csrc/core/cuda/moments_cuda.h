@@ -1,6 +1,6 @@
 // The fused statistics pass of csrc/core/moments.h as a device reduction. Raw pointers and a
 // stream, no framework header. Compiled by nvcc (scripts/check_cuda.sh compiles it in CI); not yet
-// bound to a framework or run on a GPU (issue 5).
+// bound to a framework or run on a GPU.
 #pragma once
 
 #include <cuda_runtime.h>

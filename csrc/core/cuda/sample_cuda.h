@@ -1,6 +1,6 @@
 // The strided sample of csrc/core/sample.h on the device, and the quartiles the Laplace and Cauchy
 // fits read from it, written into a device Statistics. Compiled by nvcc (scripts/check_cuda.sh in
-// CI); not yet bound to a framework or run on a GPU (issue 5).
+// CI); not yet bound to a framework or run on a GPU.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,7 +1,7 @@
 // The selection of csrc/core/select.h as a device stream compaction: the flattened indices of the
 // entries beyond the threshold, in index order, and their values. Raw pointers and a stream, no
 // framework header; the count stays in device memory. Compiled by nvcc (scripts/check_cuda.sh in
-// CI); not yet bound to a framework or run on a GPU (issue 5).
+// CI); not yet bound to a framework or run on a GPU.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,4 +1,8 @@
-"""Keras 3 models for the TensorFlow example and suites."""
+"""Keras 3 models for the TensorFlow digits example and the quality suite.
+
+No import of the modules beside it: it loads both as ``keras_models`` (from an example) and as
+``examples.keras_models`` (from ``python -m benchmarks``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import keras
 
 
 def digits_cnn() -> keras.Model:
-    """The Keras twin of ``DigitsCNN``: two 3x3 convolutions and two dense layers for 8x8 images."""
+    """The Keras twin of ``torch_models.DigitsCNN``: two 3x3 convolutions and two dense layers for 8x8 images."""
     return keras.Sequential(
         [
             keras.Input((8, 8, 1)),

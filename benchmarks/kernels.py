@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import horovod_distq
-from horovod_distq.bench.baselines import torch_normal_fit, torch_topk
+from benchmarks.baselines import torch_normal_fit, torch_topk
 from horovod_distq.torch import sparsify
 
 SIZES = (1 << 20, 1 << 24, 1 << 26)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 BANDWIDTHS = ("100mbit", "1gbit")
 MODELS = ("digits_cnn", "wide_mlp")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class NamespaceUnavailable(RuntimeError):
@@ -57,9 +58,11 @@ def run_model(namespace: str, model: str, methods: list[str], steps: int, ratio:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "results.json"
         command = ["ip", "netns", "exec", namespace, horovodrun, "-np", "2", "-H", "localhost:2", "--gloo",
-                   sys.executable, "-m", "horovod_distq.bench.e2e_worker", "--model", model, "--steps", str(steps),
+                   sys.executable, "-m", "benchmarks.e2e_worker", "--model", model, "--steps", str(steps),
                    "--ratio", str(ratio), "--out", str(out), "--methods", *methods]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        # The workers import benchmarks.* and examples.*: from the repository root, whatever the caller's cwd.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-4000:]}")
         return json.loads(out.read_text())
@@ -68,7 +71,7 @@ def run_model(namespace: str, model: str, methods: list[str], steps: int, ratio:
 def run(bandwidths: tuple[str, ...] = BANDWIDTHS, models: tuple[str, ...] = MODELS, methods: list[str] | None = None,
         steps: int = 30, ratio: float = 0.01, timeout: float = 1200) -> list[dict]:
     """Runs every model at every bandwidth; one record per (bandwidth, model, method)."""
-    from horovod_distq.bench.e2e_worker import METHODS
+    from benchmarks.e2e_worker import METHODS
 
     records = []
     for bandwidth in bandwidths:

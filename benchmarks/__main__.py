@@ -1,4 +1,5 @@
-"""The benchmark command: ``python -m horovod_distq.bench [--out DIR] {kernels,e2e,quality}``.
+"""The benchmark command: ``python -m benchmarks [--out DIR] {kernels,e2e,quality}``,
+run from the repository root.
 
 Each suite prints a table and writes ``DIR/<suite>.json`` and ``DIR/<suite>.png``.
 """
@@ -10,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from horovod_distq.bench import e2e, kernels, plots, quality
+from benchmarks import e2e, kernels, plots, quality
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m horovod_distq.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
     suites = parser.add_subparsers(dest="suite", required=True)

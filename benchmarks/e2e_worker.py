@@ -1,6 +1,6 @@
 """One end-to-end run under ``horovodrun``: every method trains the same model for the same steps.
 
-Started by ``python -m horovod_distq.bench e2e`` inside its shaped network namespace; rank 0
+Started by ``python -m benchmarks e2e`` inside its shaped network namespace; rank 0
 writes the JSON results to --out.
 """
 
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from horovod_distq.bench.baselines import TopK
-from horovod_distq.bench.models import MODELS, load_digits_split
+from benchmarks.baselines import TopK
+from examples.common import bytes_per_step, digits_split
+from examples.torch_models import MODELS, as_tensors
 from horovod_distq.torch import DistQ
 
 METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", "distq-sign", "distq-auto")
@@ -58,19 +59,15 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
             step_seconds.append(time.perf_counter() - start)
             losses.append(loss.item())
     tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
-    if isinstance(compression, DistQ):
-        sent = compression.bytes_sent
-    else:
-        itemsize = 2 if method == "fp16" else 4
-        sent = sum(p.numel() * itemsize for p in model.parameters())
+    numels = [p.numel() for p in model.parameters()]
     return {
         "method": method,
         "model": args.model,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": sum(numels),
         "steps": args.steps,
         "step_ms_median": float(np.median(step_seconds)) * 1e3,
         "final_loss": hvd.allreduce(tail, name=f"loss.{method}").item(),
-        "bytes_sent_last_step": sent,
+        "bytes_sent_last_step": bytes_per_step(compression, numels, hvd),
     }
 
 
@@ -89,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     hvd.init()
     torch.set_num_threads(1)
-    data = load_digits_split(args.seed)
+    data = as_tensors(digits_split(args.seed))
     results = [train(method, args, data) for method in args.methods]
     if hvd.rank() == 0:
         with open(args.out, "w") as f:

@@ -34,5 +34,5 @@ class TopK(DistQ):
     def __init__(self, ratio: float, **kwargs) -> None:
         super().__init__(ratio, closed_loop=False, **kwargs)
 
-    def select(self, tensor: torch.Tensor, name: str) -> SparseSelection:
-        return torch_topk(tensor, self.config.ratio)
+    def select(self, tensor: torch.Tensor, ratio: float) -> SparseSelection:
+        return torch_topk(tensor, ratio)

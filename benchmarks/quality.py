@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 import horovod_distq
-from horovod_distq.bench.baselines import torch_topk
-from horovod_distq.bench.data import digits_split
-from horovod_distq.bench.models import DigitsCNN, WideMLP, load_digits_split
+from benchmarks.baselines import torch_topk
+from examples.common import digits_split
+from examples.torch_models import DigitsCNN, WideMLP, as_tensors
 from horovod_distq.torch import RatioController, sparsify
 
 RATIOS = (0.01, 0.001)
@@ -75,7 +75,7 @@ def stdlib_text(limit: int = 2_000_000) -> torch.Tensor:
 
 
 def _digits_batches(batch_size: int, generator: torch.Generator):
-    train_x, train_y, _, _ = load_digits_split()
+    train_x, train_y, _, _ = as_tensors(digits_split())
     while True:
         index = torch.randint(0, len(train_x), (batch_size,), generator=generator)
         yield train_x[index], train_y[index]
@@ -121,7 +121,7 @@ def _keras_gradients(model_name: str, steps: int, seed: int) -> Iterator[dict[st
     import keras
     import tensorflow as tf
 
-    from horovod_distq.bench.keras_models import digits_cnn
+    from examples.keras_models import digits_cnn
 
     keras.utils.set_random_seed(seed)
     model = digits_cnn()

@@ -1,11 +1,14 @@
-"""Models and offline data for the example and the end-to-end suite (scikit-learn's bundled digits)."""
+"""PyTorch models for the digits example and the benchmark suites, and the digits split as tensors.
+
+No import of the modules beside it: it loads both as ``torch_models`` (from an example) and as
+``examples.torch_models`` (from ``python -m benchmarks``).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-
-from horovod_distq.bench.data import digits_split
 
 
 class DigitsCNN(torch.nn.Module):
@@ -41,8 +44,8 @@ class WideMLP(torch.nn.Module):
 MODELS = {"digits_cnn": DigitsCNN, "wide_mlp": WideMLP}
 
 
-def load_digits_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train images, train labels, test images, test labels); images as [N, 1, 8, 8] in [0, 1]."""
-    train_x, train_y, test_x, test_y = digits_split(seed)
-    return (torch.from_numpy(train_x).unsqueeze(1), torch.from_numpy(train_y),
-            torch.from_numpy(test_x).unsqueeze(1), torch.from_numpy(test_y))
+def as_tensors(split: tuple[np.ndarray, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``common.digits_split()``'s NumPy arrays as (train images, train labels, test images, test labels),
+    images as [N, 1, 8, 8]."""
+    train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in split)
+    return train_x.unsqueeze(1), train_y, test_x.unsqueeze(1), test_y

@@ -1,0 +1,404 @@
+"""DistQ's behaviour, once for both frontends.
+
+:class:`DistQCompressor` is the Horovod compressor minus the tensor operations: the settings and
+their validation, which gradients take the sparse path, the naming fallback, the order of a
+step (error feedback, fit, closed loop, encoding, exchange), the per-tensor stats and bytes, and
+the settings agreement across ranks. ``horovod_distq.torch.DistQ`` and
+``horovod_distq.tensorflow.DistQ`` subclass it and supply the tensor operations (the hooks at
+the end of the class), as Horovod's ``common/basics.py`` is one class each framework instantiates.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+from horovod_distq.config import DistQConfig
+from horovod_distq.encodings import DTYPE_BYTES
+from horovod_distq.families import DEFAULT_SAMPLE_SIZE
+from horovod_distq.selection import SparseSelection
+from horovod_distq.stats import TensorStats
+from horovod_distq.wire import TensorLayout
+
+# What compress() returns in place of a sparse gradient: one float32 of ones. Horovod allreduces it
+# with the optimizer's op and scale factors, which tells decompress() how to scale the gathered sum.
+PLACEHOLDER_BYTES = 4
+
+# Residuals of 16-bit gradients are kept in float32: the small entries they hold are the ones
+# 16-bit arithmetic would round away.
+_ACCUMULATION_DTYPES = {"float16": "float32", "bfloat16": "float32"}
+
+
+def accumulation_dtype(gradient_dtype: str) -> str:
+    """The dtype name error feedback accumulates a gradient of ``gradient_dtype`` in."""
+    return _ACCUMULATION_DTYPES.get(gradient_dtype, gradient_dtype)
+
+
+class EncodedPairs(NamedTuple):
+    """One tensor's pairs as they travel, and the values the receivers will decode.
+
+    Attributes:
+        indices: flattened positions (for a sign encoding, negative entries as ``~index``).
+        values: values in the wire dtype (empty for a sign encoding).
+        scales: float32 ``[positive scale, negative scale]`` for a sign encoding, else empty.
+        decoded: float values every receiver reconstructs, for error feedback.
+    """
+
+    indices: Any
+    values: Any
+    scales: Any
+    decoded: Any
+
+    def wire_parts(self) -> tuple[Any, Any, Any]:
+        """The tensors that go on the wire, in order."""
+        return self.indices, self.values, self.scales
+
+
+class ErrorFeedbackRole(Protocol):
+    """What a frontend's ``ErrorFeedback`` does: residuals keyed by gradient name, buffers owned by it.
+
+    Keyed by name, never by a gradient tensor: optimizers free and re-create gradients every step.
+    """
+
+    def accumulate(self, name: str, gradient: Any) -> Any:
+        """Adds ``gradient`` to the residual of ``name`` and returns the sum (the accumulated
+        gradient of claim 9), to select from before :meth:`keep_unsent`."""
+
+    def keep_unsent(self, name: str, indices: Any, selected: Any, sent: Any) -> None:
+        """Makes the accumulated gradient of ``name`` minus what was sent its residual.
+
+        Args:
+            name: the gradient name, accumulated by :meth:`accumulate` this step.
+            indices: flattened positions that were selected.
+            selected: the accumulated entries at those positions.
+            sent: the values the receivers decode at those positions (after any encoding), so
+                the encoding error stays in the residual. Where an accumulated entry was not
+                finite the residual restarts at 0 instead of carrying NaN into every later step.
+        """
+
+    def residual(self, name: str) -> Any:
+        """The residual kept for ``name``, or None."""
+
+
+class RatioControllerRole(Protocol):
+    """What a frontend's ``RatioController`` does: the closed loop of ``csrc/core/control.h`` per gradient."""
+
+    def fit_ratio(self, name: str) -> Any:
+        """The ratio to pass to the fit for ``name`` this step."""
+
+    def update(self, name: str, selected: Any, numel: int) -> None:
+        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
+
+
+class ExchangeRole(Protocol):
+    """What a frontend's exchange does: moves every rank's pairs to every rank."""
+
+    process_set: Any
+    # Bytes of headers per compressed tensor, and per step for ``tensors`` compressed tensors.
+    tensor_header_bytes: int
+
+    def round_header_bytes(self, tensors: int) -> int: ...
+
+    def submit(self, queued: QueuedTensor) -> None:
+        """Hands over this rank's pairs of one gradient (in ``compress()``)."""
+
+    def collect(self, ctx: SparseContext) -> tuple[Any, Any]:
+        """Every rank's pairs of one gradient (in ``decompress()``): int64 indices and values."""
+
+
+class NamesRole(Protocol):
+    """What a frontend's naming does: which parameter a gradient handed to ``compress()`` belongs to."""
+
+    how_to_name: str  # what to do when no name can be found, for the error message
+
+    def of(self, tensor: Any) -> str | None:
+        """The gradient's name, or None when it cannot be told."""
+
+
+class QueuedTensor(NamedTuple):
+    """One compressed gradient's pairs as this rank sends them, and their layout.
+
+    Attributes:
+        layout: what every receiver needs to parse the pairs.
+        pairs: the frontend's encoded pairs (indices, values, scales, decoded).
+    """
+
+    layout: TensorLayout
+    pairs: Any
+
+
+class SparseContext(NamedTuple):
+    """What decompress() needs to rebuild one sparse gradient.
+
+    Attributes:
+        queued: the pairs this rank sent.
+        shape: the gradient's shape.
+        dtype: the gradient's framework dtype.
+        op_name: a graph name for the gradient's collectives (TensorFlow traces); None otherwise.
+    """
+
+    queued: QueuedTensor
+    shape: Any
+    dtype: Any
+    op_name: str | None = None
+
+
+class DistQCompressor(ABC):
+    """Sends each large gradient as the (index, value) pairs beyond a fitted threshold.
+
+    A Horovod compressor: pass a frontend's ``DistQ`` as ``compression=`` to Horovod's
+    ``DistributedOptimizer`` (PyTorch) or ``DistributedGradientTape`` (TensorFlow). For each
+    gradient with at least ``min_numel`` entries it adds the error-feedback residual, fits
+    ``distribution``, selects about ``ratio`` of the entries and encodes their values; the pairs
+    travel by Horovod's allgather, and every rank sums all pairs and applies the optimizer's
+    reduction (op=Average or Sum, ``gradient_predivide_factor``). Smaller gradients and
+    non-floating ones are left to Horovod's dense allreduce.
+
+    Args:
+        ratio: target fraction of entries sent per compressed gradient, in (0, 1] (a Python or
+            NumPy number).
+        distribution: family of ``horovod_distq.FAMILIES`` the threshold comes from.
+        error_feedback: add what was not sent to the next step's gradient (claim 9).
+        min_numel: gradients with fewer entries go dense.
+        sample_size: strided sample size for medians and quartiles.
+        value_encoding: how values travel: "auto" (the gradient's dtype), "float32", "float16",
+            "bfloat16" or "sign" (sign in the index, one scale per sign); see
+            ``horovod_distq.VALUE_ENCODINGS``. With error feedback the encoding error stays in the residual.
+        stages: peaks-over-threshold stages of the fit, 1 to 16; None: 3 for ``distribution="auto"``, else 1.
+        closed_loop: per gradient, correct the ratio fed to the fit from the ratio it achieved in
+            earlier steps (the compiled core's rule), so the achieved ratio converges to ``ratio``
+            over a few steps. Costs no pass over the tensor.
+        **family_params: the family's parameters (``dof`` for ``student_t``).
+
+    Raises:
+        ValueError: an invalid setting; or, on every rank, ranks given different ``min_numel`` or
+            ``value_encoding`` (checked by one allgather when Horovod is initialized, so make the
+            compressor on every rank, in the same order).
+        TypeError: a parameter the family does not take.
+
+    Subclasses set ``names``, ``memory``, ``controller`` and ``exchange`` (objects of the roles
+    above) and supply the tensor operations (the abstract methods).
+
+    Example:
+        >>> compression = horovod_distq.torch.DistQ(ratio=0.01, distribution="normal")
+        >>> opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
+        ...                                compression=compression)
+        >>> ...  # train; then
+        >>> compression.stats["fc.weight"].achieved_ratio
+    """
+
+    def __init__(
+        self,
+        ratio: float,
+        distribution: str = "normal",
+        error_feedback: bool = True,
+        min_numel: int = 1024,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        value_encoding: str = "auto",
+        stages: int | None = None,
+        closed_loop: bool = True,
+        **family_params: Any,
+    ) -> None:
+        self.config = DistQConfig(
+            ratio=ratio,
+            distribution=distribution,
+            error_feedback=error_feedback,
+            min_numel=min_numel,
+            sample_size=sample_size,
+            value_encoding=value_encoding,
+            stages=stages,
+            closed_loop=closed_loop,
+            family_params=family_params,
+        )
+        self.names: NamesRole
+        self.memory: ErrorFeedbackRole
+        self.controller: RatioControllerRole
+        self.exchange: ExchangeRole
+        self._dense_stats: dict[str, TensorStats] = {}
+        self._selections: dict[str, tuple[TensorLayout, Any]] = {}
+        self._unnamed = 0
+
+    def _check_agreement(self, allgather_keys: Callable[[int], list[int]]) -> None:
+        """Raises on every rank when ranks were given settings under which their exchanges cannot match.
+
+        Args:
+            allgather_keys: gathers one integer from every rank of the process set, in rank order.
+        """
+        self.config.check_agreement(allgather_keys(self.config.agreement_key()))
+
+    @property
+    def stats(self) -> dict[str, TensorStats]:
+        """Per gradient name, what it did in its last step on this rank (read eagerly)."""
+        result = dict(self._dense_stats)
+        for name, (layout, record) in self._selections.items():
+            selected, threshold = self._read_selection(record)
+            if selected < 0:
+                continue  # traced, but no step has run yet
+            result[name] = TensorStats(
+                numel=layout.numel,
+                selected=selected,
+                threshold=threshold,
+                bytes_sent=self.exchange.tensor_header_bytes + layout.segment_bytes(selected) + PLACEHOLDER_BYTES,
+                dense_bytes=layout.numel * DTYPE_BYTES[layout.gradient_dtype],
+            )
+        return result
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this rank put into collectives in its last step: dense allreduces, the placeholders
+        of compressed gradients and their exchange (headers and pairs)."""
+        stats = self.stats.values()
+        compressed = sum(1 for s in stats if not s.dense)
+        return sum(s.bytes_sent for s in stats) + self.exchange.round_header_bytes(compressed)
+
+    def compresses(self, tensor: Any) -> bool:
+        """Whether ``tensor`` takes the sparse path (else it goes dense)."""
+        numel = self._numel(tensor)
+        return self._is_floating(tensor) and numel is not None and numel >= max(self.config.min_numel, 1)
+
+    def compress(self, tensor: Any, name: str | None = None) -> tuple[Any, SparseContext | None]:
+        """Selects and encodes a gradient's pairs for the exchange; returns what Horovod allreduces.
+
+        Args:
+            tensor: the gradient.
+            name: a name for its error-feedback and closed-loop state; by default the parameter's
+                name, found from Horovod's optimizer or tape.
+
+        Returns:
+            ``(tensor_to_allreduce, ctx)`` as Horovod's Compressor interface expects: the gradient
+            itself and None for a dense gradient, else a placeholder and a :class:`SparseContext`.
+        """
+        if self._is_parameter(tensor):
+            raise ValueError("DistQ compresses gradients; op=hvd.Adasum hands it parameters and is not supported")
+        name = name if name is not None else self.names.of(tensor)
+        if not self.compresses(tensor):
+            self._record_dense(name, tensor)
+            return self._dense_payload(tensor), None
+        name = self._sparse_name(name)
+        layout = TensorLayout(name, self._numel(tensor), self.config.value_encoding, self._dtype_name(tensor))
+        accumulated = self.memory.accumulate(name, tensor) if self.config.error_feedback else self._flatten(tensor)
+        ratio = self.controller.fit_ratio(name) if self.config.closed_loop else self.config.ratio
+        selection = self.select(accumulated, ratio)
+        selected = self._count(selection.indices)
+        if self.config.closed_loop:
+            self.controller.update(name, selected, layout.numel)
+        pairs = self._encode(self.config.value_encoding, selection.indices, selection.values, tensor.dtype)
+        if self.config.error_feedback:
+            self.memory.keep_unsent(name, selection.indices, selection.values, pairs.decoded)
+        self._selections[name] = (layout, self._record_selection(name, selected, selection.threshold))
+        queued = QueuedTensor(layout, pairs)
+        self.exchange.submit(queued)
+        return self._placeholder(tensor), SparseContext(queued, tensor.shape, tensor.dtype, self._op_name(tensor))
+
+    def select(self, tensor: Any, ratio: Any) -> SparseSelection:
+        """The entries of an (accumulated) gradient to send: the frontend's ``sparsify`` fitted at
+        ``ratio`` with this compressor's family and settings. A subclass may select otherwise.
+
+        Args:
+            tensor: the gradient plus its residual.
+            ratio: the ratio to fit at (the closed loop's, or the target).
+
+        Returns:
+            A :class:`horovod_distq.selection.SparseSelection`.
+        """
+        return self._sparsify(
+            tensor,
+            ratio,
+            self.config.distribution,
+            stages=self.config.fit_stages,
+            sample_size=self.config.sample_size,
+            **self.config.family_params,
+        )
+
+    def decompress(self, tensor: Any, ctx: SparseContext | None) -> Any:
+        """Receives every rank's pairs of a sparse gradient and returns the reduced gradient.
+
+        Args:
+            tensor: Horovod's allreduce result of what :meth:`compress` returned.
+            ctx: the context :meth:`compress` returned.
+
+        Returns:
+            The reduced gradient, in the gradient's dtype, shape and device.
+        """
+        if ctx is None:
+            return tensor
+        indices, values = self.exchange.collect(ctx)
+        # The placeholder came back as size (op=Sum) or 1 (op=Average, any predivide factor); the
+        # scale is applied to the gathered values, not to the dense sum (k entries, not n).
+        return self._scatter_scaled(ctx, indices, values, tensor, self.exchange.process_set.size())
+
+    def _record_dense(self, name: str | None, tensor: Any) -> None:
+        numel = self._numel(tensor)
+        if name is not None and numel is not None:
+            nbytes = numel * self._element_size(tensor)
+            self._dense_stats[name] = TensorStats(numel, numel, None, nbytes, nbytes)
+
+    def _sparse_name(self, name: str | None) -> str:
+        if name is not None:
+            return name
+        if self.config.error_feedback:
+            raise ValueError(f"DistQ(error_feedback=True) needs a gradient name: {self.names.how_to_name}")
+        # Without names, ranks must compress in the same order for these to match.
+        name = f"unnamed.{self._unnamed}"
+        self._unnamed += 1
+        return name
+
+    # The tensor operations each frontend supplies, besides ``_sparsify`` and ``_encode``, its
+    # ops.py and encoding.py functions. Its role objects live in naming.py, error_feedback.py,
+    # control.py and exchange.py.
+
+    @abstractmethod
+    def _is_parameter(self, tensor: Any) -> bool:
+        """Whether ``tensor`` is a parameter rather than a gradient (what Adasum hands compressors)."""
+        ...
+
+    @abstractmethod
+    def _numel(self, tensor: Any) -> int | None:
+        ...
+
+    @abstractmethod
+    def _is_floating(self, tensor: Any) -> bool:
+        ...
+
+    @abstractmethod
+    def _element_size(self, tensor: Any) -> int:
+        ...
+
+    @abstractmethod
+    def _dtype_name(self, tensor: Any) -> str:
+        ...
+
+    @abstractmethod
+    def _flatten(self, tensor: Any) -> Any:
+        ...
+
+    @abstractmethod
+    def _count(self, indices: Any) -> Any:
+        """The number of selected entries: an int, or a scalar tensor in a traced step."""
+        ...
+
+    @abstractmethod
+    def _record_selection(self, name: str, selected: Any, threshold: Any) -> Any:
+        """Keeps a step's count and threshold (without a host synchronisation); returns the record."""
+        ...
+
+    @abstractmethod
+    def _read_selection(self, record: Any) -> tuple[int, float]:
+        """(selected, threshold) of a record, as Python numbers; selected < 0 before the first step."""
+        ...
+
+    def _dense_payload(self, tensor: Any) -> Any:
+        return tensor
+
+    @abstractmethod
+    def _placeholder(self, tensor: Any) -> Any:
+        ...
+
+    def _op_name(self, tensor: Any) -> str | None:
+        return None
+
+    @abstractmethod
+    def _scatter_scaled(self, ctx: SparseContext, indices: Any, values: Any, placeholder: Any, size: int) -> Any:
+        """The dense gradient: every rank's values summed at their indices, times ``placeholder / size``."""
+        ...

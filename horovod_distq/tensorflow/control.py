@@ -1,0 +1,48 @@
+"""Closed-loop correction of the ratio fed to the fit, per gradient, inside TensorFlow graphs.
+
+The same rule as ``horovod_distq.torch.RatioController`` (the compiled core's ``csrc/core/control.h``,
+described there), with each gradient's 4-double state in a ``tf.Variable``, so a traced step
+reads the count it selected and moves its fit ratio without leaving the graph.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from horovod_distq.tensorflow.ops import initial_loop_state, update_loop_state
+
+
+class RatioController(tf.Module):
+    """Per gradient name, the ratio to fit at so that the achieved ratio meets ``target``.
+
+    Args:
+        target: the ratio of entries to select, in (0, 1].
+
+    Example:
+        >>> loop = RatioController(0.001)
+        >>> ratio = loop.fit_ratio("dense/kernel")      # 0.001 on the first step
+        >>> loop.update("dense/kernel", selected=tf.constant(3000, tf.int64), numel=1_000_000)
+    """
+
+    def __init__(self, target: float) -> None:
+        super().__init__(name="closed_loop")
+        self.target = target
+        self.loops: dict[str, tf.Variable] = {}
+
+    def fit_ratio(self, name: str) -> tf.Tensor:
+        """The ratio to pass to the fit for ``name`` this step (a float64 scalar tensor)."""
+        return tf.exp(self._loop(name)[0])
+
+    def update(self, name: str, selected: tf.Tensor, numel: int) -> None:
+        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
+        loop = self._loop(name)
+        loop.assign(update_loop_state(loop, selected, numel, self.target))
+
+    def _loop(self, name: str) -> tf.Variable:
+        loop = self.loops.get(name)
+        if loop is None:
+            # Created once, outside any trace, as tf.function requires.
+            with tf.init_scope():
+                loop = tf.Variable(initial_loop_state(self.target), trainable=False, name="loop")
+            self.loops[name] = loop
+        return loop

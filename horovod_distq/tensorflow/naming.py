@@ -1,0 +1,89 @@
+"""How a gradient gets its name: from the tape's variables, or from its position in the traced step.
+
+Horovod's ``Compressor.compress(tensor)`` receives the gradient alone, but error feedback and the
+closed loop keep state per gradient across steps. ``horovod_distq.tensorflow.DistributedGradientTape``
+hands the names of a step's variables over (:meth:`GradientNames.given`) before Horovod calls
+``compress()`` once per gradient, in order; without them (Horovod's own tape) a gradient's position
+among the ``compress()`` calls of the traced step names it (``gradient.0``, ``gradient.1``, ...).
+Positions restart with every trace: tf.function may trace a step twice, and Horovod compresses in
+the same order every time.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import tensorflow as tf
+
+
+class GradientNames:
+    """Which gradient the next ``compress()`` call is for.
+
+    Example:
+        >>> names = GradientNames()
+        >>> with names.given(["dense/kernel", "dense/bias"]):
+        ...     names.of(gradient)  # "dense/kernel", then "dense/bias"
+    """
+
+    how_to_name = "use it through horovod_distq.tensorflow.DistributedGradientTape or call compress(tensor, name=...)"
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._graph: weakref.ref | None = None
+        self._position = 0
+
+    @contextmanager
+    def given(self, names: list[str]) -> Iterator[None]:
+        """Names the gradients of the ``compress()`` calls made inside the block, in order.
+
+        Args:
+            names: one name per call to come; duplicates get a ``#position`` suffix.
+        """
+        self._start([name if names.index(name) == i else f"{name}#{i}" for i, name in enumerate(names)])
+        try:
+            yield
+        finally:
+            self._start([])
+
+    def of(self, tensor: tf.Tensor) -> str | None:
+        """The name of the gradient ``tensor`` of the next ``compress()`` call; None eagerly without names."""
+        graph = _outermost_graph()
+        if graph is None and not self._names:
+            return None
+        if graph is not None and (self._graph is None or self._graph() is not graph):
+            self._graph, self._position = weakref.ref(graph), 0
+        position = self._position
+        self._position += 1
+        return self._names[position] if position < len(self._names) else f"gradient.{position}"
+
+    def _start(self, names: list[str]) -> None:
+        self._names, self._graph, self._position = names, None, 0
+
+
+def variable_name(variable: Any) -> str:
+    """The name a gradient of ``variable`` gets: a Keras 3 path ("sequential/dense/kernel") is unique
+    within a model; a ``tf.Variable``'s name loses its ":0"."""
+    path = getattr(variable, "path", None)
+    return path if isinstance(path, str) else variable.name.split(":")[0]
+
+
+def op_name(tensor: tf.Tensor) -> str | None:
+    """A graph name derived from the gradient's for the tensors Horovod names its collectives after,
+    so a trace or a Horovod log shows which gradient a collective carries; None eagerly."""
+    if tf.executing_eagerly():
+        return None
+    return "Distq_" + re.sub(r"[^A-Za-z0-9_]", "_", tensor.name)
+
+
+def _outermost_graph() -> tf.Graph | None:
+    if tf.executing_eagerly():
+        return None
+    # The outermost function graph of the trace: its parent, the process-wide graph, outlives traces.
+    graph = tf.compat.v1.get_default_graph()
+    while hasattr(getattr(graph, "outer_graph", None), "outer_graph"):
+        graph = graph.outer_graph
+    return graph

@@ -1,0 +1,32 @@
+"""What the torch and TensorFlow checks in this folder share; no framework import.
+
+The checks are pytest files that every rank runs, in the same order, under ``horovodrun -np 2``
+(``tests/launch.py``); ``conftest.py`` starts Horovod and keeps the ranks in step.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+import pytest
+
+SETTINGS_MESSAGE = "Give every rank the same DistQ settings"
+# Settings that decide which tensors are sparse, or how values travel, with the value each rank
+# takes: rank 0 would compress a 64x32 weight, rank 1 send it dense; rank 0 send float16, rank 1 signs.
+DISAGREEING_SETTINGS = {"min_numel": (100, 10_000), "value_encoding": ("float16", "sign")}
+
+
+def disagreement_reported(error_type: type[Exception]) -> AbstractContextManager[Any]:
+    """Expects ``error_type`` telling the user to give every rank the same settings."""
+    return pytest.raises(error_type, match=re.escape(SETTINGS_MESSAGE))
+
+
+def assert_identical_on_every_rank(arrays: Iterable[Any], all_ranks: Callable[[Any], list[Any]]) -> None:
+    """Every rank holds the same ``arrays`` (parameters), as ``all_ranks`` gathers them."""
+    for index, array in enumerate(arrays):
+        copies = [np.asarray(copy) for copy in all_ranks(array)]
+        assert all(np.array_equal(copies[0], c) for c in copies[1:]), f"parameter {index} differs between ranks"

@@ -10,8 +10,9 @@ the end of the class), as Horovod's ``common/basics.py`` is one class each frame
 
 from __future__ import annotations
 
+import threading
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 from horovod_distq.config import DistQConfig
@@ -172,10 +173,14 @@ class DistQCompressor(ABC):
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
     Raises:
-        ValueError: an invalid setting; or, on every rank, ranks given different ``min_numel`` or
-            ``value_encoding`` (checked by one allgather when Horovod is initialized, so make the
-            compressor on every rank, in the same order).
+        ValueError: an invalid setting.
         TypeError: a parameter the family does not take.
+
+    Making one runs no collective, so ranks may make it in any order, before or after
+    ``hvd.init()``. Ranks whose settings (or compressors) disagree on which gradients are sparse,
+    or how their values travel, fail in the step on every rank: in Horovod's allreduce, whose
+    shapes then differ, or in DistQ's check of the exchange headers (TensorFlow checks the
+    settings when the first step is traced; see its ``DistQ``).
 
     Subclasses set ``names``, ``memory``, ``controller`` and ``exchange`` (objects of the roles
     above) and supply the tensor operations (the abstract methods).
@@ -218,14 +223,8 @@ class DistQCompressor(ABC):
         self._dense_stats: dict[str, TensorStats] = {}
         self._selections: dict[str, tuple[TensorLayout, Any]] = {}
         self._unnamed = 0
-
-    def _check_agreement(self, allgather_keys: Callable[[int], list[int]]) -> None:
-        """Raises on every rank when ranks were given settings under which their exchanges cannot match.
-
-        Args:
-            allgather_keys: gathers one integer from every rank of the process set, in rank order.
-        """
-        self.config.check_agreement(allgather_keys(self.config.agreement_key()))
+        self._loop_thread: threading.Thread | None = None
+        self._warned_ratio_below_one_entry: set[str] = set()
 
     @property
     def stats(self) -> dict[str, TensorStats]:
@@ -271,12 +270,14 @@ class DistQCompressor(ABC):
         """
         if self._is_parameter(tensor):
             raise ValueError("DistQ compresses gradients; op=hvd.Adasum hands it parameters and is not supported")
+        self._check_single_loop()
         name = name if name is not None else self.names.of(tensor)
         if not self.compresses(tensor):
             self._record_dense(name, tensor)
-            return self._dense_payload(tensor), None
+            return tensor, None
         name = self._sparse_name(name)
         layout = TensorLayout(name, self._numel(tensor), self.config.value_encoding, self._dtype_name(tensor))
+        self._warn_if_nothing_would_be_sent(layout)
         accumulated = self.memory.accumulate(name, tensor) if self.config.error_feedback else self._flatten(tensor)
         ratio = self.controller.fit_ratio(name) if self.config.closed_loop else self.config.ratio
         selection = self.select(accumulated, ratio)
@@ -327,6 +328,33 @@ class DistQCompressor(ABC):
         # The placeholder came back as size (op=Sum) or 1 (op=Average, any predivide factor); the
         # scale is applied to the gathered values, not to the dense sum (k entries, not n).
         return self._scatter_scaled(ctx, indices, values, tensor, self.exchange.process_set.size())
+
+    def _check_single_loop(self) -> None:
+        """One DistQ serves one training loop: its exchange pairs each step's compress() and
+        decompress() calls, and Horovod names collectives in order, so a second thread calling in
+        would mix two loops' steps (Horovod then reports duplicate names, or worse, nothing)."""
+        current = threading.current_thread()
+        owner = self._loop_thread
+        if owner is not None and owner is not current and owner.is_alive():
+            raise RuntimeError(
+                f"DistQ: compress() called from thread {current.name!r} while thread {owner.name!r} trains "
+                "with this DistQ; one DistQ serves one training loop: make one per loop"
+            )
+        self._loop_thread = current
+
+    def _warn_if_nothing_would_be_sent(self, layout: TensorLayout) -> None:
+        """Warns once per gradient whose target count, ratio x entries, is below one entry: such a
+        gradient sends (about) nothing per step, and with error feedback its residual grows until
+        single entries stand out, which is the documented behaviour (nothing is forced through)."""
+        if layout.numel * self.config.ratio >= 1 or layout.name in self._warned_ratio_below_one_entry:
+            return
+        self._warned_ratio_below_one_entry.add(layout.name)
+        warnings.warn(
+            f"DistQ: ratio={self.config.ratio:g} of {layout.numel} entries of {layout.name!r} is below one entry "
+            "a step: it sends only the entries its fit sees as outliers (often none), and what it does not "
+            "send accumulates in the residual. Raise the ratio, or min_numel to send this gradient dense.",
+            stacklevel=3,
+        )
 
     def _record_dense(self, name: str | None, tensor: Any) -> None:
         numel = self._numel(tensor)
@@ -387,9 +415,6 @@ class DistQCompressor(ABC):
     def _read_selection(self, record: Any) -> tuple[int, float]:
         """(selected, threshold) of a record, as Python numbers; selected < 0 before the first step."""
         ...
-
-    def _dense_payload(self, tensor: Any) -> Any:
-        return tensor
 
     @abstractmethod
     def _placeholder(self, tensor: Any) -> Any:

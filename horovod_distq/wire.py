@@ -1,30 +1,54 @@
-"""The exchange buffer's format, shared by both frontends.
+"""The exchange's format and the checks every receiver makes, shared by both frontends.
 
-One rank's buffer for one exchange round:
+In one exchange round every rank puts two uint8 tensors into ONE Horovod grouped allgather:
 
-    int64 header: [number of tensors, layout checksum, count of tensor 0, count of tensor 1, ...]
-    then per tensor, in order: indices | values | scales (the ``sign`` encoding's)
+    header:  int64 [number of tensors, layout checksum, payload bytes, count of tensor 0, count of tensor 1, ...]
+    payload: per tensor, in order: indices | values | scales (the ``sign`` encoding's)
 
-Every rank checks every header against its own, so ranks that disagree on which tensors were
-compressed, or how, all fail instead of misreading each other's bytes or hanging.
+Every rank's header has the same length in a round (:attr:`RoundLayout.header_bytes`), so rank r's
+header starts at r * header_bytes of the gathered headers, and the gathered headers must be exactly
+one per rank long. A header's counts give the sizes of that rank's segments, its payload field
+their sum, and the ranks' payload fields must add up to the gathered payload's length: every byte
+of the payload belongs to exactly one rank's segment, in rank order. Each receiver runs
+:meth:`RoundLayout.checks` on the gathered tensors, then checks every decoded index against its
+tensor's size. Every rank gathers the same bytes, so a violation fails every rank alike, with a
+message naming the rank whose header broke a rule, or, when a total length is wrong, the rank where
+the mismatch shows (Horovod's allgather does not tell which rank sent how many bytes).
+
+Ranks that disagree on which tensors were compressed, or how, fail the same way instead of
+misreading each other's bytes or hanging.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 from horovod_distq.encodings import DTYPE_BYTES, value_encoding
 
-HEADER_FIELDS = 2
+# Positions of the fixed fields of a rank's header; one count per tensor follows them.
+TENSORS_FIELD = 0
+CHECKSUM_FIELD = 1
+PAYLOAD_BYTES_FIELD = 2
+HEADER_FIELDS = 3
 HEADER_ITEM_BYTES = 8
 # Indices are int32 below this many entries, int64 from it on (the compiled core states the same rule).
 INT32_INDEX_LIMIT = 2**31
 
 
+class DistQExchangeError(RuntimeError):
+    """The gathered exchange data breaks the format (raised on every rank; the message names the rank).
+
+    TensorFlow raises ``tf.errors.InvalidArgumentError`` with the same message instead, from its
+    graph's assertions.
+    """
+
+
 def header_bytes(tensors: int) -> int:
-    """Bytes of the header of a round with ``tensors`` tensors."""
+    """Bytes of one rank's header in a round with ``tensors`` tensors."""
     return (HEADER_FIELDS + tensors) * HEADER_ITEM_BYTES
 
 
@@ -74,9 +98,183 @@ def layout_checksum(layouts: Iterable[TensorLayout]) -> int:
     return zlib.crc32("\n".join(layout.text() for layout in layouts).encode())
 
 
+@dataclass(frozen=True)
+class RoundLayout:
+    """One exchange round's tensors, in the order they travel: what every rank must agree on.
+
+    Its methods state the header and the receivers' checks with operators that Python ints and
+    TensorFlow tensors share (``+ * == >= <= &``), so the PyTorch parser runs them on header values
+    read to the host and the TensorFlow parser builds them into its graph: one statement of the rules.
+
+    Attributes:
+        tensors: the layouts of the round's tensors.
+
+    Example:
+        >>> one_tensor = RoundLayout((TensorLayout("w", 1000, "float16", "float32"),))
+        >>> one_tensor.header([10])[2:], one_tensor.header_bytes
+        ([60, 10], 32)
+    """
+
+    tensors: tuple[TensorLayout, ...]
+
+    @cached_property
+    def checksum(self) -> int:
+        return layout_checksum(self.tensors)
+
+    @property
+    def names(self) -> list[str]:
+        return [layout.name for layout in self.tensors]
+
+    @property
+    def header_items(self) -> int:
+        """int64 fields in one rank's header."""
+        return HEADER_FIELDS + len(self.tensors)
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes of one rank's header."""
+        return header_bytes(len(self.tensors))
+
+    def payload_bytes(self, counts: Sequence[Any]) -> Any:
+        """Bytes of the segments of one rank that sends ``counts`` pairs per tensor (ints or integer tensors)."""
+        return sum((layout.segment_bytes(count) for layout, count in zip(self.tensors, counts)), 0)
+
+    def header(self, counts: Sequence[Any]) -> list[Any]:
+        """The int64 fields of this rank's header when it sends ``counts`` pairs per tensor.
+
+        Args:
+            counts: pairs per tensor, in the round's order (ints or integer scalar tensors).
+
+        Returns:
+            ``[tensors, checksum, payload bytes, *counts]``.
+        """
+        return [len(self.tensors), self.checksum, self.payload_bytes(counts), *counts]
+
+    def checks(
+        self, headers: Sequence[Sequence[Any]], header_length: Any, payload_length: Any
+    ) -> Iterator[tuple[Any, str]]:
+        """The receivers' checks of a gathered round, in the order they must run.
+
+        Each check may rely on the earlier ones having passed: no field is trusted before the check
+        that it arrived, no offset is summed from a count out of range. Run them in order and stop
+        at the first that fails (TensorFlow: chain the assertions).
+
+        Args:
+            headers: per rank (the process set's size of them), its header's fields by position,
+                ``headers[rank][field]``: the gathered headers read from rank * header_bytes on,
+                zeros where the gathered bytes end early.
+            header_length: bytes of the gathered headers.
+            payload_length: bytes of the gathered payload.
+
+        Returns:
+            ``(condition, message)`` pairs: the data passes a check when its condition is true;
+            otherwise every rank raises the message.
+        """
+        fixed_fields_bytes = HEADER_FIELDS * HEADER_ITEM_BYTES
+        segments_end = 0
+        for rank, header in enumerate(headers):
+            header_start = rank * self.header_bytes
+            yield header_length >= header_start + fixed_fields_bytes, header_cut_message(rank, self.header_bytes)
+            agrees = (header[TENSORS_FIELD] == len(self.tensors)) & (header[CHECKSUM_FIELD] == self.checksum)
+            yield agrees, mismatch_message(rank, self.names)
+            yield header_length >= header_start + self.header_bytes, header_cut_message(rank, self.header_bytes)
+            counts = header[HEADER_FIELDS : self.header_items]
+            for layout, count in zip(self.tensors, counts):
+                yield (count >= 0) & (count <= layout.numel), count_message(rank, layout)
+            declared = header[PAYLOAD_BYTES_FIELD]
+            yield declared == self.payload_bytes(counts), declared_payload_message(rank)
+            segments_end = segments_end + declared
+            yield segments_end <= payload_length, payload_cut_message(rank)
+        last = len(headers) - 1
+        yield header_length == len(headers) * self.header_bytes, header_surplus_message(last)
+        yield payload_length == segments_end, payload_surplus_message(last)
+
+    def segments(self, headers: Sequence[Sequence[Any]]) -> list[list[tuple[Any, Any]]]:
+        """Where each rank's segment of each tensor lies in the gathered payload (once :meth:`checks` passed).
+
+        Args:
+            headers: as :meth:`checks` takes them.
+
+        Returns:
+            Per rank, per tensor: ``(first byte, count)``; the segment's length is the layout's
+            ``segment_bytes(count)``.
+        """
+        start = 0
+        result = []
+        for header in headers:
+            spans = []
+            for layout, count in zip(self.tensors, header[HEADER_FIELDS : self.header_items]):
+                spans.append((start, count))
+                start = start + layout.segment_bytes(count)
+            result.append(spans)
+        return result
+
+
+# The messages every rank raises; each names the rank at fault, or where a length mismatch shows.
+# No quote characters: TensorFlow's graph assertions print their message with quotes escaped.
+
+
+def _quoted(name: str) -> str:
+    return f"`{name}`"
+
+
 def mismatch_message(rank: int, names: list[str]) -> str:
-    """The error every rank raises when rank ``rank``'s header differs from its own."""
+    """Rank ``rank``'s header says it compressed other tensors than this rank (or with other layouts)."""
     return (
         f"DistQ: rank {rank} compressed other tensors (or with another encoding) than this rank in the "
-        f"same round; this rank compressed {names}. Give every rank the same DistQ settings."
+        f"same round; this rank compressed [{', '.join(map(_quoted, names))}]. Give every rank the same "
+        f"DistQ settings."
+    )
+
+
+def header_cut_message(rank: int, header_bytes: int) -> str:
+    """The gathered headers end inside rank ``rank``'s header."""
+    return (
+        f"DistQ: the gathered exchange headers end inside the header of rank {rank} (every rank sends "
+        f"{header_bytes} bytes of header in this round): a rank sent a shorter header."
+    )
+
+
+def header_surplus_message(last_rank: int) -> str:
+    """The gathered headers go on after the last rank's header."""
+    return (
+        f"DistQ: the gathered exchange headers go on after the header of rank {last_rank}, the last "
+        f"rank: a rank sent a longer header."
+    )
+
+
+def count_message(rank: int, layout: TensorLayout) -> str:
+    """Rank ``rank``'s header holds a count outside [0, numel] for ``layout``'s tensor."""
+    return (
+        f"DistQ: rank {rank} sent a count outside [0, {layout.numel}] for tensor {_quoted(layout.name)} in "
+        f"its exchange header."
+    )
+
+
+def declared_payload_message(rank: int) -> str:
+    """Rank ``rank``'s header declares another payload size than its counts make."""
+    return f"DistQ: the exchange header of rank {rank} declares another payload size than its counts make."
+
+
+def payload_cut_message(rank: int) -> str:
+    """The gathered payload ends before rank ``rank``'s segments, as the headers declare them, do."""
+    return (
+        f"DistQ: the gathered exchange payload ends inside the segments of rank {rank}: a rank sent "
+        f"fewer bytes than its header declares."
+    )
+
+
+def payload_surplus_message(last_rank: int) -> str:
+    """The gathered payload goes on after the last rank's segments."""
+    return (
+        f"DistQ: the gathered exchange payload goes on after the segments of rank {last_rank}, the last "
+        f"rank: a rank sent more bytes than its header declares."
+    )
+
+
+def index_message(rank: int, layout: TensorLayout) -> str:
+    """Rank ``rank`` sent an index outside [0, numel) for ``layout``'s tensor."""
+    return (
+        f"DistQ: rank {rank} sent an index outside [0, {layout.numel}) for tensor {_quoted(layout.name)} "
+        f"in the exchange."
     )

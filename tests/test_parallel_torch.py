@@ -10,10 +10,11 @@ pytestmark = pytest.mark.parametrize("controller", ["gloo", "mpi"])
 
 
 def test_optimizer_matches_dense_reference(controller: str) -> None:
-    # 8 averages (sum, predivide, two passes, 4 encodings among them), 1 empty selection, 3 error feedback.
-    pytest_on_every_rank("tests/parallel/torch_optimizer_check.py", controller, passed=12, timeout=300)
+    # 8 averages (sum, predivide, two passes, 4 encodings among them), 1 empty selection, 3 error feedback,
+    # 2 misuses (one DistQ for two optimizers, sparse gradients sent as dense).
+    pytest_on_every_rank("tests/parallel/torch_optimizer_check.py", controller, passed=14, timeout=300)
 
 
 def test_ranks_disagreeing_on_the_sparse_path_fail_cleanly(controller: str) -> None:
-    # 2 disagreeing settings, 1 disagreeing gradient dtype, 1 agreeing run with different ratios.
-    pytest_on_every_rank("tests/parallel/torch_disagreement_check.py", controller, passed=4, timeout=120)
+    # 2 disagreeing settings, a rank without DistQ, 1 disagreeing gradient dtype, 1 agreeing run.
+    pytest_on_every_rank("tests/parallel/torch_disagreement_check.py", controller, passed=5, timeout=120)

@@ -13,7 +13,7 @@ from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.encoding import encode
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback, residual_dtype
 from horovod_distq.tensorflow.exchange import GradientExchange
-from horovod_distq.tensorflow.naming import GradientNames, op_name
+from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient
 from horovod_distq.tensorflow.ops import sparsify
 
 
@@ -46,13 +46,37 @@ class DistQ(DistQCompressor, tf.Module):
         self.exchange = GradientExchange(process_set)
         # Per gradient, [selected, threshold] of its last step, for stats.
         self.selections: dict[str, tf.Variable] = {}
-        if hvd.is_initialized() and process_set.included() and process_set.size() > 1:
-            # One allgather when the compressor is made, so ranks given different settings fail here
-            # instead of waiting in a step's collectives.
+        self._settings_agreed = False
+
+    # DistQ's Python branches on static facts only (dtypes, sizes, settings): AutoGraph, which
+    # Horovod's tape applies to the compressor inside its tf.cond, has nothing to convert there.
+    @tf.autograph.experimental.do_not_convert
+    def compress(self, tensor: tf.Tensor, name: str | None = None) -> tuple[tf.Tensor, SparseContext | None]:
+        if not self._settings_agreed:
+            self._agree_on_settings()
+        return super().compress(tensor, name)
+
+    def _agree_on_settings(self) -> None:
+        """Checks, once, that every rank was given the settings that decide which gradients are
+        sparse and how their values travel, by one eager allgather when the first step is traced.
+
+        TensorFlow runs a step's collectives in parallel: where ranks disagree on compressing a
+        gradient, Horovod's shape check fails one collective while others wait for a peer that has
+        left the step. So the disagreement must be found before the step runs, on every rank.
+        """
+        if hvd.is_initialized() and self.exchange.process_set.included() and self.exchange.process_set.size() > 1:
             with tf.init_scope():
-                self._check_agreement(
-                    lambda key: hvd.allgather(tf.constant([key], tf.int64), process_set=process_set).numpy().tolist()
-                )
+                key = tf.constant([self.config.agreement_key()], tf.int64)
+                keys = hvd.allgather(key, process_set=self.exchange.process_set).numpy().tolist()
+            self.config.check_agreement(keys)
+        self._settings_agreed = True
+
+    @tf.autograph.experimental.do_not_convert
+    def decompress(self, tensor: tf.Tensor, ctx: SparseContext | None) -> tf.Tensor:
+        # The pairs travel only once the placeholder's allreduce has succeeded: where it fails
+        # (ranks disagree on compressing this gradient), no rank is left waiting in the allgather.
+        with tf.control_dependencies([tensor]):
+            return super().decompress(tensor, ctx)
 
     def _is_parameter(self, tensor: tf.Tensor) -> bool:
         return False  # distq's tape refuses Adasum; gradients reach compress() as tensors
@@ -89,17 +113,12 @@ class DistQ(DistQCompressor, tf.Module):
         return int(selected), threshold
 
     def _op_name(self, tensor: tf.Tensor) -> str | None:
-        return op_name(tensor)
-
-    def _dense_payload(self, tensor: tf.Tensor) -> tf.Tensor:
-        # Named like the sparse path's placeholder: ranks that disagree on compressing this
-        # gradient meet in one Horovod allreduce, whose shape check fails on all of them.
-        name = op_name(tensor)
-        return tensor if name is None else tf.identity(tensor, name=name + "_payload")
+        name = collective_name(tensor)
+        return name and "Distq_" + name
 
     def _placeholder(self, tensor: tf.Tensor) -> tf.Tensor:
-        name = op_name(tensor)
-        return tf.ones([1], tf.float32, name=name and name + "_payload")
+        with named_like_gradient(tensor) as name:
+            return tf.ones([1], tf.float32, name=name)
 
     def _scatter_scaled(
         self, ctx: SparseContext, indices: tf.Tensor, values: tf.Tensor, placeholder: tf.Tensor, size: int

@@ -57,15 +57,8 @@ def encode(encoding: str, indices: tf.Tensor, values: tf.Tensor, gradient_dtype:
 def decode(encoding: str, segment: tf.Tensor, count: tf.Tensor, index_dtype: str, gradient_dtype: str) -> tuple[
     tf.Tensor, tf.Tensor
 ]:
-    """Inverse of :func:`encode` for one rank's segment of bytes: (int64 indices, values).
-
-    Args:
-        encoding: a name of ``horovod_distq.VALUE_ENCODINGS``.
-        segment: the segment's bytes (uint8).
-        count: the number of pairs in it (an int64 tensor).
-        index_dtype: the dtype name of its indices.
-        gradient_dtype: the gradient's dtype name.
-    """
+    """Inverse of :func:`encode` for one rank's segment of bytes: (int64 indices, values); the
+    arguments of ``horovod_distq.torch.encoding.decode``, with ``count`` an int64 tensor."""
     spec = value_encoding(encoding)
     index_end = count * tf_dtype(index_dtype).size
     indices = from_bytes(segment[:index_end], tf_dtype(index_dtype))

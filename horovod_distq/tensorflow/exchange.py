@@ -1,25 +1,29 @@
-"""Allgathers of the pairs of compressed gradients (format: :mod:`horovod_distq.wire`).
+"""Grouped allgathers of the pairs of compressed gradients (format and checks: :mod:`horovod_distq.wire`).
 
 Horovod's tape compresses each gradient inside its own ``tf.cond``, so under TensorFlow each
-compressed gradient travels in its own allgather, run by its ``decompress()``: after the
-placeholder's allreduce, since TensorFlow runs collectives in program order, so ranks that disagree
-on compressing a gradient fail there instead of waiting in an allgather only some of them join.
-Graph-friendly: counts stay tensors, the gathered buffer is parsed with dynamic offsets, and the
-header check is a TensorFlow assertion, so it works eagerly and inside ``tf.function`` alike.
+compressed gradient travels in its own grouped allgather (its header and its payload), run by its
+``decompress()``: after the placeholder's allreduce, since TensorFlow runs collectives in program
+order, so ranks that disagree on compressing a gradient fail there instead of waiting in an
+allgather only some of them join. Graph-friendly: counts stay tensors, the gathered payload is
+parsed with dynamic offsets, and the checks are TensorFlow assertions that every parsing step
+depends on, so it works eagerly and inside ``tf.function`` and ``tf.cond`` alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import horovod.tensorflow as hvd
 import tensorflow as tf
 
 from horovod_distq import wire
-from horovod_distq.compressor import QueuedTensor, SparseContext
+from horovod_distq.compressor import EncodedPairs, QueuedTensor, SparseContext
 from horovod_distq.tensorflow.encoding import as_bytes, decode, from_bytes
 
 
 class GradientExchange:
-    """Exchanges each compressed gradient's pairs in one allgather of its own.
+    """Exchanges each compressed gradient's pairs in one grouped allgather of its own.
 
     Args:
         process_set: the Horovod process set the tape reduces over.
@@ -29,7 +33,7 @@ class GradientExchange:
         >>> indices, values = exchange.collect(ctx)  # in decompress(): every rank's pairs
     """
 
-    # Every gradient's buffer carries a header of its own.
+    # Every gradient's exchange carries a header of its own.
     tensor_header_bytes = wire.header_bytes(1)
 
     def __init__(self, process_set: hvd.ProcessSet = hvd.global_process_set) -> None:
@@ -52,45 +56,104 @@ class GradientExchange:
 def exchange(
     queued: list[QueuedTensor], process_set: hvd.ProcessSet, op_name: str | None = None
 ) -> list[tuple[tf.Tensor, tf.Tensor]]:
-    """Sends this rank's pairs of every queued tensor in one allgather and parses every rank's.
+    """Sends this rank's pairs of every queued tensor in one grouped allgather and parses every rank's.
 
     Args:
         queued: the tensors of the round, in the same order on every rank.
         process_set: the Horovod process set to gather over.
-        op_name: a name for the buffer (and so for Horovod's allgather) unique within the graph;
-            None in eager mode.
+        op_name: a name for the header and payload (and so for Horovod's allgather) unique within
+            the graph; None in eager mode.
 
     Returns:
         Per queued tensor, every rank's pairs concatenated: (int64 indices, values in the wire dtype).
 
     Raises:
-        tf.errors.InvalidArgumentError: on every rank, when ranks queued different tensors or encodings.
+        tf.errors.InvalidArgumentError: on every rank, when ranks queued different tensors or
+            encodings, or a rank's data breaks the exchange format (see :func:`parse_round`).
     """
-    layouts = [q.layout for q in queued]
-    names = [layout.name for layout in layouts]
-    checksum = wire.layout_checksum(layouts)
-    counts = [tf.size(q.pairs.indices, out_type=tf.int64) for q in queued]
-    header = tf.concat([tf.constant([len(queued), checksum], tf.int64), tf.stack(counts)], axis=0)
-    segments = [as_bytes(header)] + [as_bytes(t) for q in queued for t in q.pairs.wire_parts()]
-    buffer = tf.concat(segments, axis=0, name=op_name)
-    gathered = hvd.allgather(buffer, process_set=process_set)
-    header_bytes = wire.header_bytes(len(queued))
-    pieces: list[list[tuple[tf.Tensor, tf.Tensor]]] = [[] for _ in queued]
-    offset = tf.constant(0, tf.int64)
-    for rank in range(process_set.size()):
-        their_header = from_bytes(gathered[offset : offset + header_bytes], tf.int64)
-        check = tf.debugging.assert_equal(
-            their_header[: wire.HEADER_FIELDS],
-            tf.constant([len(queued), checksum], tf.int64),
-            message=wire.mismatch_message(rank, names),
+    round_layout = wire.RoundLayout(tuple(q.layout for q in queued))
+    header, payload = pack_round(round_layout, [q.pairs for q in queued], op_name)
+    gathered_header, gathered_payload = hvd.grouped_allgather([header, payload], process_set=process_set)
+    return parse_round(round_layout, process_set.size(), gathered_header, gathered_payload)
+
+
+def pack_round(
+    round_layout: wire.RoundLayout, pairs: Sequence[EncodedPairs], op_name: str | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """This rank's header and payload for one round.
+
+    Args:
+        round_layout: the round's tensors, in the order they travel.
+        pairs: this rank's encoded pairs of each of them, in the same order.
+        op_name: a name the two tensors' names start with (Horovod names its allgather after them), or None.
+
+    Returns:
+        ``(header, payload)``: uint8 vectors (Horovod's grouped allgather takes one dtype), as
+        :mod:`horovod_distq.wire` lays them out.
+    """
+    counts = [tf.size(p.indices, out_type=tf.int64) for p in pairs]
+    fields = tf.stack([tf.cast(field, tf.int64) for field in round_layout.header(counts)])
+    header = tf.identity(as_bytes(fields), name=op_name and op_name + "_header")
+    parts = [tf.zeros([0], tf.uint8)] + [as_bytes(t) for p in pairs for t in p.wire_parts()]
+    return header, tf.concat(parts, axis=0, name=op_name and op_name + "_payload")
+
+
+@tf.autograph.experimental.do_not_convert  # plain Python loops over ranks and tensors, whatever calls it
+def parse_round(
+    round_layout: wire.RoundLayout, ranks: int, gathered_header: tf.Tensor, gathered_payload: tf.Tensor
+) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    """Every rank's pairs of each tensor of a round, from the gathered headers and payloads: the
+    arguments and result of ``horovod_distq.torch.exchange.parse_round``, as TensorFlow tensors.
+
+    Raises:
+        tf.errors.InvalidArgumentError: with the message of :mod:`horovod_distq.wire` of the first
+            of :meth:`horovod_distq.wire.RoundLayout.checks` that fails, or of an index outside its
+            tensor (eagerly at once, in a graph when the result is computed); every rank gathers
+            the same bytes, so every rank raises it.
+    """
+    headers = _header_fields(round_layout, ranks, gathered_header)
+    header_length = tf.size(gathered_header, out_type=tf.int64)
+    payload_length = tf.size(gathered_payload, out_type=tf.int64)
+    checked = _assert_all(round_layout.checks(headers, header_length, payload_length), [])
+    # Created under the checks' assertion, so no slice or bitcast runs on data that failed one.
+    with tf.control_dependencies(checked):
+        pieces: list[list[tuple[tf.Tensor, tf.Tensor]]] = [[] for _ in round_layout.tensors]
+        for spans in round_layout.segments(headers):
+            for layout, piece, (start, count) in zip(round_layout.tensors, pieces, spans):
+                segment = gathered_payload[start : start + layout.segment_bytes(count)]
+                piece.append(decode(layout.encoding, segment, count, layout.index_dtype, layout.gradient_dtype))
+        # A flipped byte must not reach scatter_nd (an error on the CPU, silently dropped on a GPU).
+        index_checks = (
+            (tf.reduce_all((piece[rank][0] >= 0) & (piece[rank][0] < layout.numel)), wire.index_message(rank, layout))
+            for rank in range(ranks)
+            for layout, piece in zip(round_layout.tensors, pieces)
         )
-        # Parse a rank's segments only once its header has passed (eagerly, check is None).
-        with tf.control_dependencies([check] if check is not None else []):
-            offset += header_bytes
-            for i, layout in enumerate(layouts):
-                count = their_header[wire.HEADER_FIELDS + i]
-                size = layout.segment_bytes(count)
-                segment = gathered[offset : offset + size]
-                pieces[i].append(decode(layout.encoding, segment, count, layout.index_dtype, layout.gradient_dtype))
-                offset += size
-    return [(tf.concat([p[0] for p in parts], 0), tf.concat([p[1] for p in parts], 0)) for parts in pieces]
+        checked = _assert_all(index_checks, checked)
+    with tf.control_dependencies(checked):
+        return [(tf.concat([i for i, _ in piece], 0), tf.concat([v for _, v in piece], 0)) for piece in pieces]
+
+
+def _header_fields(round_layout: wire.RoundLayout, ranks: int, gathered_header: tf.Tensor) -> list[list[tf.Tensor]]:
+    # Exactly ``ranks`` headers' worth of bytes, cut or zero-padded, so that every field can be read
+    # before the checks tell whether it arrived; a Python list of scalars for the checks' loops.
+    wanted = ranks * round_layout.header_bytes
+    arrived = gathered_header[:wanted]
+    fitted = tf.pad(arrived, [[0, wanted - tf.size(arrived)]])
+    rows = tf.reshape(from_bytes(fitted, tf.int64), [ranks, round_layout.header_items])
+    return [tf.unstack(row, num=round_layout.header_items) for row in tf.unstack(rows, num=ranks)]
+
+
+def _assert_all(checks: Iterable[tuple[Any, str]], after: list[Any]) -> list[Any]:
+    # One assertion for many checks, reporting the first that fails (the same on every rank, eagerly
+    # as in a graph): one assertion per check would grow the graph by several per rank and gradient.
+    # Returns the control inputs for what may only run once the checks passed.
+    conditions, messages = zip(*checks)
+    passed = tf.stack([tf.cast(condition, tf.bool) for condition in conditions])
+    # The first failing check's position (the last position when none fails: a valid index to gather).
+    first_failure = tf.reduce_min(tf.where(passed, len(messages) - 1, tf.range(len(messages))))
+    if tf.executing_eagerly():
+        if not bool(tf.reduce_all(passed)):
+            raise tf.errors.InvalidArgumentError(None, None, messages[int(first_failure)])
+        return []
+    with tf.control_dependencies(after):
+        return [tf.debugging.Assert(tf.reduce_all(passed), [tf.gather(messages, first_failure)])]

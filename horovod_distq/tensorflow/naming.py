@@ -71,12 +71,31 @@ def variable_name(variable: Any) -> str:
     return path if isinstance(path, str) else variable.name.split(":")[0]
 
 
-def op_name(tensor: tf.Tensor) -> str | None:
-    """A graph name derived from the gradient's for the tensors Horovod names its collectives after,
-    so a trace or a Horovod log shows which gradient a collective carries; None eagerly."""
+def collective_name(tensor: tf.Tensor) -> str | None:
+    """The name Horovod gives the allreduce of ``tensor`` in a traced step (its tensor name with
+    every character but letters, digits and '_' as '_', as Horovod 0.28.1's ``_normalize_name``
+    writes it); None eagerly, where Horovod matches collectives by order, not by name."""
     if tf.executing_eagerly():
         return None
-    return "Distq_" + re.sub(r"[^A-Za-z0-9_]", "_", tensor.name)
+    return re.sub(r"[^A-Za-z0-9_]", "_", tensor.name)
+
+
+@contextmanager
+def named_like_gradient(gradient: tf.Tensor) -> Iterator[str | None]:
+    """Creates the block's op named so that Horovod names its allreduce as it would the gradient's.
+
+    Horovod names a traced allreduce after the tensor it reduces. A placeholder made at the top
+    name scope under the yielded name (the gradient's tensor name normalized, without ":0") has a
+    tensor name Horovod normalizes to the gradient's. So a rank that sends this gradient dense,
+    with DistQ or with another compressor, meets the placeholder in one allreduce, whose shape
+    check fails on every rank instead of each waiting in a collective only it joins.
+    """
+    name = collective_name(gradient)
+    if name is None:
+        yield None
+        return
+    with tf.compat.v1.get_default_graph().name_scope(None):
+        yield name.removesuffix("_0")
 
 
 def _outermost_graph() -> tf.Graph | None:

@@ -40,9 +40,6 @@ class DistQ(DistQCompressor):
         self.memory = ErrorFeedback()
         self.controller = RatioController(self.config.ratio)
         self.exchange = StepExchange(process_set)
-        if hvd.is_initialized() and process_set.included() and process_set.size() > 1:
-            # One allgather when the compressor is made, so ranks given different settings fail here.
-            self._check_agreement(lambda key: hvd.allgather(torch.tensor([key]), process_set=process_set).tolist())
 
     @property
     def last_round(self) -> RoundStats | None:
@@ -54,7 +51,17 @@ class DistQ(DistQCompressor):
         return {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores what :meth:`state_dict` saved."""
+        """Restores what :meth:`state_dict` saved, all or nothing.
+
+        Raises:
+            ValueError: ``state`` is not what :meth:`state_dict` returns; nothing is changed.
+        """
+        if not isinstance(state, dict) or not {"error_feedback", "closed_loop"} <= set(state):
+            raise ValueError(
+                "DistQ state: expected a dict with 'error_feedback' and 'closed_loop', as state_dict() returns"
+            )
+        # Both parts are checked before either is restored.
+        self.controller.validated(state["closed_loop"])
         self.memory.load_state_dict(state["error_feedback"])
         self.controller.load_state_dict(state["closed_loop"])
 

@@ -60,13 +60,18 @@ def decode(encoding: str, segment: torch.Tensor, count: int, index_dtype: str, g
         gradient_dtype: the gradient's dtype name.
     """
     spec = value_encoding(encoding)
-    # Copies, not views: a segment may start at any byte offset of the gathered buffer.
     index_end = count * torch_dtype(index_dtype).itemsize
-    indices = segment[:index_end].clone().view(torch_dtype(index_dtype))
+    indices = _view_copy(segment[:index_end], torch_dtype(index_dtype))
     if spec.sign_in_index:
-        scales = segment[index_end : index_end + spec.scale_bytes].clone().view(torch.float32)
+        scales = _view_copy(segment[index_end : index_end + spec.scale_bytes], torch.float32)
         negative = indices < 0
         return torch.where(negative, ~indices, indices).long(), torch.where(negative, -scales[1], scales[0])
     wire_dtype = torch_dtype(spec.value_dtype(gradient_dtype))
-    values = segment[index_end : index_end + count * wire_dtype.itemsize].clone().view(wire_dtype)
+    values = _view_copy(segment[index_end : index_end + count * wire_dtype.itemsize], wire_dtype)
     return indices.long(), values
+
+
+def _view_copy(data: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # A copy, not a view: a segment may start at any byte offset of the gathered buffer, and an
+    # empty one may carry stride 0 (as torch gives empty tensors from NumPy), which view() refuses.
+    return data.clone(memory_format=torch.contiguous_format).view(dtype)

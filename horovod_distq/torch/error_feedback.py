@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -42,6 +43,13 @@ class ErrorFeedback:
         dtype = residual_dtype(gradient.dtype)
         residual = self._residuals.get(name)
         if residual is None or residual.shape != gradient.shape or residual.dtype != dtype:
+            if residual is not None:
+                warnings.warn(
+                    f"DistQ: the residual of {name!r} is {tuple(residual.shape)} x {residual.dtype} but its gradient "
+                    f"is {tuple(gradient.shape)} x {gradient.dtype}: it starts afresh (a changed model, or a "
+                    "checkpoint of another one)",
+                    stacklevel=3,
+                )
             residual = torch.empty(gradient.shape, dtype=dtype, device=gradient.device)
             residual.copy_(gradient)
             self._residuals[name] = residual
@@ -62,9 +70,24 @@ class ErrorFeedback:
         return self._residuals.get(name)
 
     def state_dict(self) -> dict[str, Any]:
-        """The residuals, for a checkpoint."""
-        return {"residuals": dict(self._residuals)}
+        """Copies of the residuals, for a checkpoint (training goes on changing the residuals themselves)."""
+        return {"residuals": {name: residual.clone() for name, residual in self._residuals.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores residuals saved by :meth:`state_dict` (moved to each gradient's device on use)."""
-        self._residuals = {name: tensor.clone() for name, tensor in state["residuals"].items()}
+        """Restores residuals saved by :meth:`state_dict`, all or nothing (moved to each gradient's
+        device on use; one whose shape or dtype no longer fits its gradient starts afresh, with a warning).
+
+        Raises:
+            ValueError: ``state`` is not what :meth:`state_dict` returns; nothing is changed.
+        """
+        self._residuals = self.validated(state)
+
+    @staticmethod
+    def validated(state: Any) -> dict[str, torch.Tensor]:
+        """The residuals :meth:`load_state_dict` would restore from ``state`` (copies), or ValueError."""
+        if not isinstance(state, dict) or not isinstance(state.get("residuals"), dict):
+            raise ValueError("DistQ error-feedback state: expected a dict with 'residuals', as state_dict() returns")
+        for name, residual in state["residuals"].items():
+            if not isinstance(residual, torch.Tensor) or not residual.is_floating_point():
+                raise ValueError(f"DistQ residual of {name!r}: expected a floating-point tensor, got {residual!r}")
+        return {name: residual.detach().clone() for name, residual in state["residuals"].items()}

@@ -1,21 +1,25 @@
-"""One allgather per step for the pairs of every compressed tensor.
+"""One grouped allgather per step for the pairs of every compressed tensor.
 
 ``compress()`` only queues a tensor's encoded pairs. The first ``decompress()`` of the step (Horovod
-calls them after every ``compress()`` of the step) packs the queue into one byte buffer per rank
-(format: :mod:`horovod_distq.wire`) and runs one allgather, so the number of collective calls per
-step does not grow with the number of layers. Tensors are packed in name order, so ranks may
-compress them in different orders.
+calls them after every ``compress()`` of the step) packs the queue into this rank's header and
+payload (format and checks: :mod:`horovod_distq.wire`), gathers both in one Horovod grouped
+allgather, so the number of collective calls per step does not grow with the number of layers, and
+parses every rank's pairs with :func:`parse_round`, which fails on every rank alike when any rank's
+data breaks the format. Tensors are packed in name order, so ranks may compress them in different orders.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import horovod.torch as hvd
 import torch
 
 from horovod_distq import wire
-from horovod_distq.compressor import QueuedTensor, SparseContext
+from horovod_distq.compressor import EncodedPairs, QueuedTensor, SparseContext
 from horovod_distq.torch.encoding import decode
 
 
@@ -25,8 +29,8 @@ class RoundStats:
 
     Attributes:
         tensors: compressed tensors in the round.
-        bytes_sent: size of this rank's buffer.
-        bytes_received: size of the other ranks' buffers together.
+        bytes_sent: size of this rank's header and payload.
+        bytes_received: size of the other ranks' headers and payloads together.
     """
 
     tensors: int
@@ -35,7 +39,7 @@ class RoundStats:
 
 
 class StepExchange:
-    """Queues each tensor's pairs and exchanges all of them in one allgather.
+    """Queues each tensor's pairs and exchanges all of them in one grouped allgather.
 
     Args:
         process_set: the Horovod process set the optimizer reduces over.
@@ -59,7 +63,7 @@ class StepExchange:
 
     @staticmethod
     def round_header_bytes(tensors: int) -> int:
-        """Bytes of the header of a step that compressed ``tensors`` tensors."""
+        """Bytes of this rank's header in a step that compressed ``tensors`` tensors."""
         return wire.header_bytes(tensors) if tensors else 0
 
     def submit(self, queued: QueuedTensor) -> None:
@@ -70,7 +74,12 @@ class StepExchange:
         self._pending[name] = queued
 
     def collect(self, ctx: SparseContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """All ranks' pairs for one tensor: int64 indices and values (concatenated over ranks)."""
+        """All ranks' pairs for one tensor: int64 indices and values (concatenated over ranks).
+
+        Raises:
+            horovod_distq.wire.DistQExchangeError: on every rank, when ranks compressed different
+                tensors or encodings, or a rank's data breaks the exchange format.
+        """
         name = ctx.queued.layout.name
         if name not in self._results:
             self._flush()
@@ -80,31 +89,96 @@ class StepExchange:
         names = sorted(self._pending)
         queued = [self._pending[n] for n in names]
         self._pending = {}
-        layouts = [q.layout for q in queued]
-        checksum = wire.layout_checksum(layouts)
-        header = torch.tensor([len(names), checksum, *(q.pairs.indices.numel() for q in queued)], dtype=torch.int64)
-        device = queued[0].pairs.indices.device if queued else torch.device("cpu")
-        parts = [header.to(device), *(t for q in queued for t in q.pairs.wire_parts())]
-        buffer = torch.cat([t.view(torch.uint8) for t in parts])
-        gathered = hvd.synchronize(
-            hvd.allgather_async(buffer, name=f"distq.round.{self._rounds}", process_set=self.process_set)
+        round_layout = wire.RoundLayout(tuple(q.layout for q in queued))
+        header, payload = pack_round(round_layout, [q.pairs for q in queued])
+        handle = hvd.grouped_allgather_async(
+            [header, payload], name=f"distq.round.{self._rounds}", process_set=self.process_set
         )
+        gathered_header, gathered_payload = hvd.synchronize(handle)
         self._rounds += 1
-        pieces: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in names}
-        offset = 0
-        header_bytes = wire.header_bytes(len(names))
-        for rank in range(self.process_set.size()):
-            their_header = gathered[offset : offset + header_bytes].clone().view(torch.int64).tolist()
-            if their_header[: wire.HEADER_FIELDS] != [len(names), checksum]:
-                raise RuntimeError(wire.mismatch_message(rank, names))
-            offset += header_bytes
-            for layout, count in zip(layouts, their_header[wire.HEADER_FIELDS :]):
-                size = layout.segment_bytes(count)
-                segment = gathered[offset : offset + size]
-                pieces[layout.name].append(
-                    decode(layout.encoding, segment, count, layout.index_dtype, layout.gradient_dtype)
-                )
-                offset += size
-        for name, parts in pieces.items():
-            self._results[name] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-        self.last_round = RoundStats(len(names), buffer.numel(), gathered.numel() - buffer.numel())
+        results = parse_round(round_layout, self.process_set.size(), gathered_header, gathered_payload)
+        self._results.update(zip(names, results))
+        sent = header.numel() + payload.numel()
+        self.last_round = RoundStats(len(names), sent, gathered_header.numel() + gathered_payload.numel() - sent)
+
+
+def pack_round(round_layout: wire.RoundLayout, pairs: Sequence[EncodedPairs]) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's header and payload for one round.
+
+    Args:
+        round_layout: the round's tensors, in the order they travel.
+        pairs: this rank's encoded pairs of each of them, in the same order.
+
+    Returns:
+        ``(header, payload)``: uint8 tensors on the pairs' device, as :mod:`horovod_distq.wire` lays them out.
+    """
+    device = pairs[0].indices.device if pairs else torch.device("cpu")
+    fields = round_layout.header([p.indices.numel() for p in pairs])
+    header = torch.tensor(fields, dtype=torch.int64, device=device).view(torch.uint8)
+    parts = [_as_bytes(t) for p in pairs for t in p.wire_parts()]
+    return header, torch.cat([torch.empty(0, dtype=torch.uint8, device=device), *parts])
+
+
+def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    # An empty tensor may carry any stride (torch.from_numpy gives 0), which view() refuses.
+    return tensor.contiguous().view(torch.uint8) if tensor.numel() else tensor.new_empty(0, dtype=torch.uint8)
+
+
+def parse_round(
+    round_layout: wire.RoundLayout, ranks: int, gathered_header: torch.Tensor, gathered_payload: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every rank's pairs of each tensor of a round, from the gathered headers and payloads.
+
+    Args:
+        round_layout: the round's tensors, as this rank packed them.
+        ranks: the number of ranks that gathered (the process set's size).
+        gathered_header: every rank's header, concatenated in rank order (uint8).
+        gathered_payload: every rank's payload, concatenated in rank order (uint8).
+
+    Returns:
+        Per tensor of the round: int64 indices and values in the wire dtype, every rank's
+        concatenated in rank order.
+
+    Raises:
+        horovod_distq.wire.DistQExchangeError: the data breaks one of
+            :meth:`horovod_distq.wire.RoundLayout.checks`, or holds an index outside its tensor;
+            every rank gathers the same bytes, so every rank raises it.
+    """
+    headers = _header_fields(round_layout, ranks, gathered_header)
+    for passed, message in round_layout.checks(headers, gathered_header.numel(), gathered_payload.numel()):
+        if not passed:
+            raise wire.DistQExchangeError(message)
+    pieces: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in round_layout.tensors]
+    for spans in round_layout.segments(headers):
+        for layout, piece, (start, count) in zip(round_layout.tensors, pieces, spans):
+            segment = gathered_payload[start : start + layout.segment_bytes(count)]
+            piece.append(decode(layout.encoding, segment, count, layout.index_dtype, layout.gradient_dtype))
+    results = [(torch.cat([i for i, _ in piece]), torch.cat([v for _, v in piece])) for piece in pieces]
+    _check_indices(round_layout, results, headers)
+    return results
+
+
+def _header_fields(round_layout: wire.RoundLayout, ranks: int, gathered_header: torch.Tensor) -> list[list[int]]:
+    # Exactly ``ranks`` headers' worth of bytes, cut or zero-padded, so that every field can be read
+    # before the checks tell whether it arrived.
+    fitted = torch.zeros(ranks * round_layout.header_bytes, dtype=torch.uint8)
+    arrived = gathered_header[: fitted.numel()].cpu()
+    fitted[: arrived.numel()] = arrived
+    return fitted.view(torch.int64).view(ranks, round_layout.header_items).tolist()
+
+
+def _check_indices(
+    round_layout: wire.RoundLayout, results: list[tuple[torch.Tensor, torch.Tensor]], headers: list[list[int]]
+) -> None:
+    # A flipped byte must not reach index_add_ (an error on the CPU, a device assert on CUDA). One
+    # host sync per round; which rank sent the bad index is worked out only when there is one.
+    outside = [(indices < 0) | (indices >= layout.numel) for layout, (indices, _) in zip(round_layout.tensors, results)]
+    if not outside or not torch.stack([mask.any() for mask in outside]).any():
+        return
+    culprits = []  # (rank, tensor) of each tensor's first bad index: the lowest rank that sent one
+    for tensor, mask in enumerate(outside):
+        if mask.any():
+            counts = itertools.accumulate(header[wire.HEADER_FIELDS + tensor] for header in headers)
+            culprits.append((bisect.bisect_right(list(counts), int(mask.nonzero()[0])), tensor))
+    rank, tensor = min(culprits)
+    raise wire.DistQExchangeError(wire.index_message(rank, round_layout.tensors[tensor]))

@@ -12,6 +12,7 @@ very tensor being compressed.
 from __future__ import annotations
 
 import sys
+import weakref
 
 import torch
 
@@ -27,13 +28,22 @@ class ParameterNames:
         >>> names.of(grad)  # inside compress() called by Horovod's optimizer: "fc.weight"
     """
 
+    def __init__(self) -> None:
+        # Which parameter each name was found for: one DistQ serves one optimizer, and two models
+        # whose parameters share names would otherwise share residuals and closed-loop state.
+        self._parameters: dict[str, weakref.ref] = {}
+
     how_to_name = (
         "pass it to hvd.DistributedOptimizer(..., named_parameters=model.named_parameters(), "
         "compression=DistQ(...)) or call compress(tensor, name=...)"
     )
 
     def of(self, tensor: torch.Tensor) -> str | None:
-        """The name Horovod's optimizer gave the parameter whose gradient is ``tensor``, or None."""
+        """The name Horovod's optimizer gave the parameter whose gradient is ``tensor``, or None.
+
+        Raises:
+            ValueError: another parameter of the same name reached this DistQ before.
+        """
         parameter = None
         frame = sys._getframe(1)
         for _ in range(_MAX_FRAMES):
@@ -42,10 +52,29 @@ class ParameterNames:
             local = frame.f_locals
             if parameter is None:
                 candidate = local.get("p")
-                if isinstance(candidate, torch.Tensor) and candidate.grad is tensor:
+                if isinstance(candidate, torch.Tensor) and _is_gradient_of(tensor, candidate):
                     parameter = candidate
             names = getattr(local.get("self"), "_parameter_names", None)
             if parameter is not None and isinstance(names, dict):
-                return names.get(parameter)
+                name = names.get(parameter)
+                if name is not None:
+                    self._bind(name, parameter)
+                return name
             frame = frame.f_back
         return None
+
+    def _bind(self, name: str, parameter: torch.Tensor) -> None:
+        known = self._parameters.get(name)
+        if known is not None and known() is not None and known() is not parameter:
+            raise ValueError(
+                f"DistQ: two parameters named {name!r} reached this DistQ (two optimizers or models share it?); "
+                "a DistQ keeps state per parameter name and serves one optimizer: make one DistQ per optimizer"
+            )
+        self._parameters[name] = weakref.ref(parameter)
+
+
+def _is_gradient_of(tensor: torch.Tensor, parameter: torch.Tensor) -> bool:
+    """Whether ``tensor`` is what Horovod compresses for ``parameter``: its ``.grad``, or with
+    ``sparse_as_dense=True`` the dense copy Horovod makes of a sparse ``.grad`` (an embedding's)."""
+    grad = parameter.grad
+    return grad is tensor or (grad is not None and grad.is_sparse and grad.shape == tensor.shape)

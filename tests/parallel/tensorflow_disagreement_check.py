@@ -29,9 +29,11 @@ def step_with(compression: distq.DistQ, dtype: str = "float32") -> None:
 
 
 @pytest.mark.parametrize("setting", DISAGREEING_SETTINGS)
-def test_disagreeing_settings_fail_when_the_compressor_is_made(setting: str) -> None:
+def test_disagreeing_settings_fail_when_the_first_step_is_traced(setting: str) -> None:
+    # Making DistQ runs no collective; tracing the first step checks the settings, before any
+    # collective of the step runs (a rank that never makes a DistQ still waits there: see README).
     with disagreement_reported(ValueError):
-        distq.DistQ(ratio=0.01, **{setting: DISAGREEING_SETTINGS[setting][hvd.rank()]})
+        step_with(distq.DistQ(ratio=0.01, **{setting: DISAGREEING_SETTINGS[setting][hvd.rank()]}))
 
 
 def test_disagreeing_gradient_dtypes_fail_in_the_exchange() -> None:

@@ -25,9 +25,16 @@ def step_with(compression: DistQ, dtype: torch.dtype = torch.float32) -> None:
 
 
 @pytest.mark.parametrize("setting", DISAGREEING_SETTINGS)
-def test_disagreeing_settings_fail_when_the_compressor_is_made(setting: str) -> None:
-    with disagreement_reported(ValueError):
-        DistQ(ratio=0.01, **{setting: DISAGREEING_SETTINGS[setting][hvd.rank()]})
+def test_disagreeing_settings_fail_in_the_step(setting: str) -> None:
+    # Making DistQ runs no collective: the step's allreduce or exchange header tells.
+    with disagreement_reported(RuntimeError):
+        step_with(DistQ(ratio=0.01, **{setting: DISAGREEING_SETTINGS[setting][hvd.rank()]}))
+
+
+def test_a_rank_without_distq_fails_in_the_step() -> None:
+    # Rank 1 never makes a DistQ: nothing may wait for it.
+    with disagreement_reported(RuntimeError):
+        step_with(DistQ(ratio=0.01, min_numel=10) if hvd.rank() == 0 else hvd.Compression.none)
 
 
 def test_disagreeing_gradient_dtypes_fail_in_the_exchange() -> None:

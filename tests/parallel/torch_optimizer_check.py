@@ -134,19 +134,23 @@ def test_empty_selection_on_one_rank() -> None:
 
 @contextlib.contextmanager
 def counted_allgathers() -> Iterator[list[int]]:
-    """Counts the allgathers submitted inside the block, by wrapping Horovod's allgather_async."""
+    """Counts the allgather calls (plain or grouped) submitted inside the block, by wrapping Horovod's."""
     calls = [0]
-    original = hvd.allgather_async
+    originals = {name: getattr(hvd, name) for name in ("allgather_async", "grouped_allgather_async")}
 
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return original(*args, **kwargs)
+    def counting(original):
+        def call(*args, **kwargs):
+            calls[0] += 1
+            return original(*args, **kwargs)
+        return call
 
-    hvd.allgather_async = counting
+    for name, original in originals.items():
+        setattr(hvd, name, counting(original))
     try:
         yield calls
     finally:
-        hvd.allgather_async = original
+        for name, original in originals.items():
+            setattr(hvd, name, original)
 
 
 @pytest.mark.parametrize("encoding", ["auto", "float16", "sign"])
@@ -199,3 +203,32 @@ def test_error_feedback_training(encoding: str) -> None:
         assert torch.equal(restored.memory.residual(name), residual)
         assert restored.controller.fit_ratio(name) == compression.controller.fit_ratio(name)
     assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    model(inputs).sum().backward()
+    optimizer.step()
+
+
+def test_one_distq_for_two_optimizers_with_the_same_names_is_refused() -> None:
+    compression = DistQ(ratio=0.01, min_numel=10)
+    models = [torch.nn.Linear(64, 32), torch.nn.Linear(64, 32)]
+    optimizers = [
+        hvd.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), named_parameters=m.named_parameters(),
+                                 compression=compression)
+        for m in models
+    ]
+    train_step(models[0], optimizers[0], torch.randn(4, 64))
+    with pytest.raises(ValueError, match="one DistQ per optimizer"):
+        train_step(models[1], optimizers[1], torch.randn(4, 64))
+
+
+def test_sparse_embedding_gradients_sent_as_dense_are_named() -> None:
+    compression = DistQ(ratio=0.01, min_numel=10)
+    model = torch.nn.Embedding(1000, 8, sparse=True)
+    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                         named_parameters=model.named_parameters(), compression=compression,
+                                         sparse_as_dense=True)
+    for _ in range(3):
+        train_step(model, optimizer, torch.randint(0, 1000, (16,)))
+    assert set(compression.stats) == {"weight"} and not compression.stats["weight"].dense
+    assert compression.memory.residual("weight").shape == (1000, 8)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import warnings
+
 import horovod.torch as hvd
+import numpy as np
 import pytest
 import torch
 
@@ -87,7 +91,8 @@ def test_shape_change_restarts_the_residual() -> None:
     compression = DistQ(ratio=0.01)
     round_trip(compression, torch.randn(5000))
     gradient = torch.randn(2000)
-    round_trip(compression, gradient)
+    with pytest.warns(UserWarning, match="starts afresh"):
+        round_trip(compression, gradient)
     assert compression.memory.residual("w").shape == gradient.shape
 
 
@@ -199,7 +204,7 @@ def test_one_round_per_step_for_all_tensors() -> None:
     for i, (tensor, ctx) in enumerate(contexts):
         compression.decompress(hvd.allreduce(tensor, name=f"round.{i}"), ctx)
     assert compression.last_round.tensors == 5
-    assert compression.last_round.bytes_sent == 8 * 7 + sum(compression.stats[f"t{i}"].bytes_sent - 4 for i in range(5))
+    assert compression.last_round.bytes_sent == 8 * 8 + sum(compression.stats[f"t{i}"].bytes_sent - 4 for i in range(5))
 
 
 def test_unknown_encoding() -> None:
@@ -217,3 +222,56 @@ def test_a_subclass_may_select_otherwise() -> None:
     top = gradient.abs().topk(100).indices
     expected[top] = gradient[top]
     assert torch.equal(result, expected)
+
+
+def test_stages_are_bounded_and_numpy_ratios_accepted() -> None:
+    for stages in (0, 17, 2**63, True):
+        with pytest.raises(ValueError, match="stages"):
+            DistQ(ratio=0.01, stages=stages)
+    compression = DistQ(ratio=np.float32(0.01), stages=16)
+    assert type(compression.config.ratio) is float and compression.config.ratio == pytest.approx(0.01)
+    round_trip(compression, torch.randn(5000))
+
+
+def test_a_ratio_below_one_entry_warns_once_per_gradient() -> None:
+    compression = DistQ(ratio=1e-9)
+    with pytest.warns(UserWarning, match="below one entry"):
+        round_trip(compression, torch.randn(5000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        round_trip(compression, torch.randn(5000))
+
+
+def test_state_dict_is_a_snapshot_and_loads_all_or_nothing() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(5000))
+    state = compression.state_dict()
+    saved = state["error_feedback"]["residuals"]["w"].clone()
+    round_trip(compression, torch.randn(5000))
+    assert torch.equal(state["error_feedback"]["residuals"]["w"], saved)
+
+    before = compression.memory.residual("w").clone()
+    broken = {"error_feedback": state["error_feedback"], "closed_loop": {"target": 0.01, "loops": {"w": torch.ones(3)}}}
+    for bad in ({"error_feedback": state["error_feedback"]}, broken, {"error_feedback": {}, "closed_loop": {}}):
+        with pytest.raises(ValueError, match="DistQ"):
+            compression.load_state_dict(bad)
+        assert torch.equal(compression.memory.residual("w"), before)
+    compression.load_state_dict(state)
+    assert torch.equal(compression.memory.residual("w"), saved)
+
+
+def test_a_second_training_thread_is_refused() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(5000))
+    errors = []
+
+    def other_loop() -> None:
+        try:
+            compression.compress(torch.randn(5000), name="v")
+        except RuntimeError as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=other_loop, name="second-loop")
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and "one DistQ serves one training loop" in str(errors[0])

@@ -99,7 +99,7 @@ def run_record(kind: str, args: argparse.Namespace, compression: Any, accuracy: 
 
 def checkpoint_contents(compressed: bool) -> str:
     """What an example's checkpoint of one run holds, in words."""
-    return "model, optimizer" + (", DistQ residuals and closed-loop state" if compressed else "")
+    return "model, optimizer" + (", every rank's DistQ residuals and closed-loop state" if compressed else "")
 
 
 def run_all(args: argparse.Namespace, hvd: Any, train: Callable[[str, argparse.Namespace, Any], dict],

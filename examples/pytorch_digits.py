@@ -50,10 +50,11 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     with torch.no_grad():
         accuracy = (model(test_x).argmax(1) == test_y).float().mean().item()
     result = common.run_record(kind, args, compression, accuracy, sent, elapsed)
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    if isinstance(compression, DistQ):
+        # Every rank's residuals (a collective), so that rank 0's file resumes every rank exactly.
+        checkpoint["distq"] = compression.state_dict(all_ranks=True)
     if hvd.rank() == 0:
-        checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
-        if isinstance(compression, DistQ):
-            checkpoint["distq"] = compression.state_dict()
         path = args.out / f"{kind}.pt"
         torch.save(checkpoint, path)
         result.update(checkpoint=str(path), contents=common.checkpoint_contents(isinstance(compression, DistQ)))

@@ -3,7 +3,7 @@
 :class:`DistQCompressor` is the Horovod compressor minus the tensor operations: the settings and
 their validation, which gradients take the sparse path, the naming fallback, the order of a
 step (error feedback, fit, closed loop, encoding, exchange), the per-tensor stats and bytes, and
-the settings agreement across ranks. ``horovod_distq.torch.DistQ`` and
+the checkpoint of its state (one rank's, or every rank's for a rank-0 checkpoint). ``horovod_distq.torch.DistQ`` and
 ``horovod_distq.tensorflow.DistQ`` subclass it and supply the tensor operations (the hooks at
 the end of the class), as Horovod's ``common/basics.py`` is one class each framework instantiates.
 """
@@ -19,6 +19,7 @@ from horovod_distq.config import DistQConfig
 from horovod_distq.encodings import DTYPE_BYTES
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.selection import SparseSelection
+from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, serialize
 from horovod_distq.stats import TensorStats
 from horovod_distq.wire import TensorLayout
 
@@ -81,6 +82,15 @@ class ErrorFeedbackRole(Protocol):
     def residual(self, name: str) -> Any:
         """The residual kept for ``name``, or None."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of the residuals (``horovod_distq.state`` has the format)."""
+
+    def validated(self, state: Any) -> Any:
+        """What :meth:`restore` would load from a :meth:`state_dict`, checked; ValueError if unfit."""
+
+    def restore(self, validated: Any) -> None:
+        """Replaces every residual with what :meth:`validated` returned (absent ones start at zero)."""
+
 
 class RatioControllerRole(Protocol):
     """What a frontend's ``RatioController`` does: the closed loop of ``csrc/core/control.h`` per gradient."""
@@ -90,6 +100,15 @@ class RatioControllerRole(Protocol):
 
     def update(self, name: str, selected: Any, numel: int) -> None:
         """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The target and a copy of every gradient's loop state."""
+
+    def validated(self, state: Any) -> Any:
+        """What :meth:`restore` would load from a :meth:`state_dict`, checked; ValueError if unfit."""
+
+    def restore(self, validated: Any) -> None:
+        """Replaces every loop state with what :meth:`validated` returned (absent ones start afresh)."""
 
 
 class ExchangeRole(Protocol):
@@ -106,6 +125,15 @@ class ExchangeRole(Protocol):
 
     def collect(self, ctx: SparseContext) -> tuple[Any, Any]:
         """Every rank's pairs of one gradient (in ``decompress()``): int64 indices and values."""
+
+    def queued_tensors(self) -> int:
+        """How many tensors this rank has submitted to the round not yet collected."""
+
+    def gather_bytes(self, payload: bytes) -> bytes:
+        """Every rank's ``payload`` concatenated in rank order (one eager allgather)."""
+
+    def discard(self) -> None:
+        """Forgets the pairs submitted and not yet collected."""
 
 
 class NamesRole(Protocol):
@@ -183,7 +211,7 @@ class DistQCompressor(ABC):
     settings when the first step is traced; see its ``DistQ``).
 
     Subclasses set ``names``, ``memory``, ``controller`` and ``exchange`` (objects of the roles
-    above) and supply the tensor operations (the abstract methods).
+    above), and supply the tensor operations (the abstract methods).
 
     Example:
         >>> compression = horovod_distq.torch.DistQ(ratio=0.01, distribution="normal")
@@ -222,9 +250,64 @@ class DistQCompressor(ABC):
         self.exchange: ExchangeRole
         self._dense_stats: dict[str, TensorStats] = {}
         self._selections: dict[str, tuple[TensorLayout, Any]] = {}
-        self._unnamed = 0
         self._loop_thread: threading.Thread | None = None
         self._warned_ratio_below_one_entry: set[str] = set()
+
+    def state_dict(self, all_ranks: bool = False) -> dict[str, Any]:
+        """Error-feedback residuals and closed-loop state (copies), to save beside the model.
+
+        Both are per rank: a rank's residuals hold what its own gradients did not send yet.
+
+        Args:
+            all_ranks: gather every rank's state into the result, so that one file written by
+                rank 0 resumes every rank exactly. This is a collective: every rank of the
+                process set calls it, at the same point of training (as ``hvd.broadcast_object``).
+
+        Returns:
+            This rank's state, or ``{"all_ranks": [state of rank 0, state of rank 1, ...]}``
+            (the format: ``horovod_distq.state``).
+
+        Example:
+            >>> state = compression.state_dict(all_ranks=True)     # on every rank
+            >>> if hvd.rank() == 0:
+            ...     torch.save({"model": model.state_dict(), "distq": state}, "ckpt.pt")
+        """
+        own = {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict()}
+        if not all_ranks:
+            return own
+        gathered = self.exchange.gather_bytes(serialize(own))
+        return {ALL_RANKS: deserialize_gathered(gathered, self.exchange.process_set.size())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what :meth:`state_dict` returned, all or nothing; from an all-ranks state,
+        this rank's own part. Runs no collective.
+
+        Residuals and loop states absent from ``state`` start afresh; a closed-loop state saved
+        for another ``ratio`` starts afresh too (the ratio it learnt to fit at no longer applies).
+
+        Args:
+            state: this rank's ``state_dict()`` (a per-rank checkpoint), or anything rank's
+                ``state_dict(all_ranks=True)`` (a rank-0 checkpoint) under the same world size.
+
+        Raises:
+            ValueError: ``state`` is not a DistQ state, or was gathered from another number of
+                ranks; nothing is changed.
+
+        Example:
+            >>> compression.load_state_dict(torch.load("ckpt.pt")["distq"])   # on every rank
+        """
+        own = rank_part(state, self.exchange.process_set)
+        # Both parts are checked before either is restored.
+        residuals = self.memory.validated(own["error_feedback"])
+        loops = self.controller.validated(own["closed_loop"])
+        self.memory.restore(residuals)
+        self.controller.restore(loops)
+
+    def discard_step(self) -> None:
+        """Drops what an interrupted step left in the exchange (pairs compressed, not yet
+        decompressed), so that the next step starts clean: after a collective failed, or on an
+        elastic reset (``horovod_distq.elastic``). The residuals keep what the step accumulated."""
+        self.exchange.discard()
 
     @property
     def stats(self) -> dict[str, TensorStats]:
@@ -275,7 +358,7 @@ class DistQCompressor(ABC):
         if not self.compresses(tensor):
             self._record_dense(name, tensor)
             return tensor, None
-        name = self._sparse_name(name)
+        name = self._sparse_name(name, self._numel(tensor))
         layout = TensorLayout(name, self._numel(tensor), self.config.value_encoding, self._dtype_name(tensor))
         self._warn_if_nothing_would_be_sent(layout)
         accumulated = self.memory.accumulate(name, tensor) if self.config.error_feedback else self._flatten(tensor)
@@ -362,15 +445,14 @@ class DistQCompressor(ABC):
             nbytes = numel * self._element_size(tensor)
             self._dense_stats[name] = TensorStats(numel, numel, None, nbytes, nbytes)
 
-    def _sparse_name(self, name: str | None) -> str:
+    def _sparse_name(self, name: str | None, numel: int) -> str:
         if name is not None:
             return name
         if self.config.error_feedback:
             raise ValueError(f"DistQ(error_feedback=True) needs a gradient name: {self.names.how_to_name}")
-        # Without names, ranks must compress in the same order for these to match.
-        name = f"unnamed.{self._unnamed}"
-        self._unnamed += 1
-        return name
+        # Without names, a gradient is known by its place in the step's round (and its size), so
+        # the closed loop and stats keep one entry per gradient of a step, not one per call.
+        return f"unnamed.{self.exchange.queued_tensors()}.{numel}"
 
     # The tensor operations each frontend supplies, besides ``_sparsify`` and ``_encode``, its
     # ops.py and encoding.py functions. Its role objects live in naming.py, error_feedback.py,

@@ -96,7 +96,14 @@ def _launch(command: list[str], controller: str, timeout: float) -> tuple[list[s
     On timeout, kills horovodrun's whole process group (mpirun and its workers with it; Gloo's
     workers end with horovodrun) so that no hung worker outlives the test.
     """
-    command = [str(HOROVODRUN), "-np", str(RANKS), "-H", f"localhost:{RANKS}", *CONTROLLERS[controller], *command]
+    return run_until(
+        [str(HOROVODRUN), "-np", str(RANKS), "-H", f"localhost:{RANKS}", *CONTROLLERS[controller], *command], timeout
+    )
+
+
+def run_until(command: list[str], timeout: float) -> tuple[list[str], str, str, str | None]:
+    """Runs a ``horovodrun`` command line from the checkout; returns it, stdout, stderr and what
+    went wrong (None when it exited 0), killing its whole process group on timeout."""
     # Unbuffered, so that what the workers printed comes back even when they are killed.
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

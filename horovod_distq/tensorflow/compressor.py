@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
 from typing import Any
 
 import horovod.tensorflow as hvd
@@ -16,20 +18,26 @@ from horovod_distq.tensorflow.exchange import GradientExchange
 from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient
 from horovod_distq.tensorflow.ops import sparsify
 
+# How long the first traced step waits for every rank to join the settings check (seconds).
+AGREEMENT_TIMEOUT_VARIABLE = "HOROVOD_DISTQ_AGREEMENT_TIMEOUT"
+AGREEMENT_TIMEOUT_SECONDS = 300.0
+
 
 class DistQ(DistQCompressor, tf.Module):
     __doc__ = DistQCompressor.__doc__ + """
     TensorFlow: pass it to ``hvd.DistributedGradientTape`` or to
     :func:`horovod_distq.tensorflow.DistributedGradientTape` (which also takes Keras 3 variables and
     names the state after them). Each compressed gradient travels in its own allgather. Works
-    eagerly and inside ``tf.function``; its state lives in ``tf.Variable``s created on first use,
-    so ``tf.train.Checkpoint(distq=compression)`` saves and restores it.
+    eagerly and inside ``tf.function``; make it outside any ``tf.function``. Its state lives in
+    ``tf.Variable``s created on first use: ``tf.train.Checkpoint(distq=compression)`` saves and
+    restores this rank's, and ``state_dict()`` gives NumPy copies (every rank's with ``all_ranks=True``).
 
     Args (besides the above):
         process_set: the process set the tape reduces over (Horovod does not tell compressors).
 
     Example:
-        >>> tf.train.Checkpoint(model=model, distq=compression).save(path)
+        >>> tf.train.Checkpoint(model=model, distq=compression).save(path)       # per rank
+        >>> state = compression.state_dict(all_ranks=True)                       # or on rank 0
     """
 
     _sparsify = staticmethod(sparsify)
@@ -61,13 +69,25 @@ class DistQ(DistQCompressor, tf.Module):
         sparse and how their values travel, by one eager allgather when the first step is traced.
 
         TensorFlow runs a step's collectives in parallel: where ranks disagree on compressing a
-        gradient, Horovod's shape check fails one collective while others wait for a peer that has
-        left the step. So the disagreement must be found before the step runs, on every rank.
+        gradient, Horovod's shape check fails that collective, and a rank that leaves the step
+        before starting its other collectives leaves its peers waiting in them. So the
+        disagreement must be found before the step runs, on every rank. A rank that hands its tape
+        no DistQ never joins this check: the others give up after AGREEMENT_TIMEOUT_SECONDS.
+
+        Raises:
+            ValueError: the ranks' settings differ (on every rank).
+            RuntimeError: not every rank joined within the time limit.
         """
-        if hvd.is_initialized() and self.exchange.process_set.included() and self.exchange.process_set.size() > 1:
-            with tf.init_scope():
-                key = tf.constant([self.config.agreement_key()], tf.int64)
-                keys = hvd.allgather(key, process_set=self.exchange.process_set).numpy().tolist()
+        process_set = self.exchange.process_set
+        if hvd.is_initialized() and process_set.included() and process_set.size() > 1:
+            timeout = float(os.environ.get(AGREEMENT_TIMEOUT_VARIABLE, AGREEMENT_TIMEOUT_SECONDS))
+            keys = _allgather_within([self.config.agreement_key()], process_set, timeout)
+            if keys is None:
+                raise RuntimeError(
+                    f"DistQ: not every rank joined the settings check of the first step within {timeout:g} s. "
+                    "Every rank must hand its tape a DistQ (a rank with another compressor, or none, never "
+                    f"joins). If ranks reach their first step further apart, set {AGREEMENT_TIMEOUT_VARIABLE}."
+                )
             self.config.check_agreement(keys)
         self._settings_agreed = True
 
@@ -127,3 +147,22 @@ class DistQ(DistQCompressor, tf.Module):
         scaled = tf.cast(values, dtype) * (tf.cast(placeholder[0], dtype) / size)
         dense = tf.scatter_nd(indices[:, None], scaled, [ctx.queued.layout.numel])
         return tf.cast(tf.reshape(dense, ctx.shape), ctx.dtype)
+
+
+def _allgather_within(values: list[int], process_set: hvd.ProcessSet, timeout: float) -> list[int] | None:
+    """Every rank's ``values`` (int64, eagerly), or None when not all ranks joined within ``timeout`` s."""
+    outcome: list[Any] = []
+
+    def gather() -> None:
+        try:
+            outcome.append(hvd.allgather(tf.constant(values, tf.int64), process_set=process_set).numpy().tolist())
+        except Exception as error:
+            outcome.append(error)
+
+    # In a thread of its own, so that a collective no peer joins cannot hold the step for ever.
+    thread = threading.Thread(target=gather, name="distq-settings-check", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if outcome and isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0] if outcome else None

@@ -7,8 +7,13 @@ reads the count it selected and moves its fit ratio without leaving the graph.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import tensorflow as tf
 
+from horovod_distq.state import checked_loops
+from horovod_distq.tensorflow.encoding import is_floating_array
 from horovod_distq.tensorflow.ops import initial_loop_state, update_loop_state
 
 
@@ -37,6 +42,24 @@ class RatioController(tf.Module):
         """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
         loop = self._loop(name)
         loop.assign(update_loop_state(loop, selected, numel, self.target))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Per-gradient loop state (4 float64 each, NumPy copies), for a checkpoint."""
+        return {"target": self.target, "loops": {name: np.array(loop.numpy()) for name, loop in self.loops.items()}}
+
+    def validated(self, state: Any) -> dict[str, np.ndarray]:
+        """The loop states :meth:`restore` would load from ``state`` (copies), or ValueError."""
+        loops = checked_loops(state, self.target, is_floating_array)
+        return {name: np.array(loop, np.float64) for name, loop in loops.items()}
+
+    def restore(self, loops: dict[str, np.ndarray]) -> None:
+        """Makes ``loops`` (from :meth:`validated`) the loop states; the others start afresh."""
+        for name, variable in self.loops.items():
+            variable.assign(loops[name] if name in loops else initial_loop_state(self.target))
+        with tf.init_scope():
+            for name, loop in loops.items():
+                if name not in self.loops:
+                    self.loops[name] = tf.Variable(loop, trainable=False, name="loop")
 
     def _loop(self, name: str) -> tf.Variable:
         loop = self.loops.get(name)

@@ -6,6 +6,7 @@ may be tensors, so it works eagerly and inside ``tf.function`` alike.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from horovod_distq.compressor import EncodedPairs
@@ -15,6 +16,11 @@ from horovod_distq.encodings import value_encoding
 def tf_dtype(name: str) -> tf.DType:
     """The TensorFlow dtype of a dtype name ("float32", ...)."""
     return tf.as_dtype(name)
+
+
+def is_floating_array(value: object) -> bool:
+    """Whether ``value`` is a floating-point NumPy array, tensor or variable (residuals, loop states)."""
+    return isinstance(value, (np.ndarray, tf.Tensor, tf.Variable)) and tf.as_dtype(value.dtype).is_floating
 
 
 def as_bytes(tensor: tf.Tensor) -> tf.Tensor:

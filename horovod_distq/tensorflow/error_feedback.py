@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import tensorflow as tf
 
 from horovod_distq.compressor import accumulation_dtype
-from horovod_distq.tensorflow.encoding import tf_dtype
+from horovod_distq.state import checked_residuals
+from horovod_distq.tensorflow.encoding import is_floating_array, tf_dtype
 
 
 def residual_dtype(gradient_dtype: tf.DType) -> tf.DType:
@@ -64,3 +68,32 @@ class ErrorFeedback(tf.Module):
     def residual(self, name: str) -> tf.Variable | None:
         """The residual kept for ``name`` (flat), or None."""
         return self.residuals.get(name)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of the residuals (flat NumPy arrays), for a checkpoint."""
+        return {"residuals": {name: np.array(residual.numpy()) for name, residual in self.residuals.items()}}
+
+    def validated(self, state: Any) -> dict[str, np.ndarray]:
+        """The residuals :meth:`restore` would load from ``state`` (flat copies), or ValueError.
+
+        A residual whose variable exists already must match its size and dtype: a traced step
+        holds that variable, which cannot change shape.
+        """
+        residuals = {name: np.array(r).reshape(-1) for name, r in checked_residuals(state, is_floating_array).items()}
+        for name, residual in residuals.items():
+            variable = self.residuals.get(name)
+            if variable is not None and (variable.shape[0] != residual.size or variable.dtype != residual.dtype):
+                raise ValueError(
+                    f"DistQ residual of {name!r}: saved as {residual.size} x {residual.dtype}, but this DistQ "
+                    f"accumulates it in {variable.shape[0]} x {variable.dtype.name} (a checkpoint of another model?)"
+                )
+        return residuals
+
+    def restore(self, residuals: dict[str, np.ndarray]) -> None:
+        """Makes ``residuals`` (from :meth:`validated`) the residuals; the others restart at zero."""
+        for name, variable in self.residuals.items():
+            variable.assign(residuals[name] if name in residuals else tf.zeros_like(variable))
+        with tf.init_scope():
+            for name, residual in residuals.items():
+                if name not in self.residuals:
+                    self.residuals[name] = tf.Variable(residual, trainable=False, name="residual")

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import horovod.tensorflow as hvd
+import numpy as np
 import tensorflow as tf
 
 from horovod_distq import wire
@@ -46,6 +47,21 @@ class GradientExchange:
 
     def submit(self, queued: QueuedTensor) -> None:
         """Nothing to do: the pairs travel in :meth:`collect`, inside the gradient's own ``tf.cond``."""
+
+    @staticmethod
+    def queued_tensors() -> int:
+        """None: each gradient's round is its own."""
+        return 0
+
+    @staticmethod
+    def discard() -> None:
+        """Nothing is kept between a gradient's compress() and decompress()."""
+
+    def gather_bytes(self, payload: bytes) -> bytes:
+        """Every rank's ``payload`` concatenated in rank order (one eager allgather, for state_dict)."""
+        with tf.init_scope():
+            data = tf.constant(np.frombuffer(payload, np.uint8))
+            return hvd.allgather(data, process_set=self.process_set).numpy().tobytes()
 
     def collect(self, ctx: SparseContext) -> tuple[tf.Tensor, tf.Tensor]:
         """All ranks' pairs for one gradient: int64 indices and values (concatenated over ranks)."""

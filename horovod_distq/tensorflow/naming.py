@@ -19,31 +19,41 @@ from typing import Any
 
 import tensorflow as tf
 
+from horovod_distq.naming import NameOwners
+
 
 class GradientNames:
     """Which gradient the next ``compress()`` call is for.
 
     Example:
         >>> names = GradientNames()
-        >>> with names.given(["dense/kernel", "dense/bias"]):
+        >>> with names.given(["dense/kernel", "dense/bias"], [kernel, bias]):
         ...     names.of(gradient)  # "dense/kernel", then "dense/bias"
     """
 
     how_to_name = "use it through horovod_distq.tensorflow.DistributedGradientTape or call compress(tensor, name=...)"
 
     def __init__(self) -> None:
+        self._owners = NameOwners("variables")
         self._names: list[str] = []
         self._graph: weakref.ref | None = None
         self._position = 0
 
     @contextmanager
-    def given(self, names: list[str]) -> Iterator[None]:
+    def given(self, names: list[str], variables: list[tf.Variable]) -> Iterator[None]:
         """Names the gradients of the ``compress()`` calls made inside the block, in order.
 
         Args:
             names: one name per call to come; duplicates get a ``#position`` suffix.
+            variables: the variable of each name.
+
+        Raises:
+            ValueError: a name was given for another variable before (one DistQ serves one model).
         """
-        self._start([name if names.index(name) == i else f"{name}#{i}" for i, name in enumerate(names)])
+        unique = [name if names.index(name) == i else f"{name}#{i}" for i, name in enumerate(names)]
+        for name, variable in zip(unique, variables):
+            self._owners.bind(name, variable)
+        self._start(unique)
         try:
             yield
         finally:

@@ -113,9 +113,9 @@ class _KerasVariables:
             return self.horovod_allreduce(grads, variables, use_generic_names)
         # Horovod calls compress() once per dense gradient, in order; sparse ones it allgathers itself.
         compressed = [
-            self.names.get(id(v), variable_name(v))
-            for g, v in zip(grads, variables)
+            v for g, v in zip(grads, variables)
             if g is not None and (self.sparse_as_dense or not isinstance(g, tf.IndexedSlices))
         ]
-        with self.compression.names.given(compressed):
+        names = [self.names.get(id(v), variable_name(v)) for v in compressed]
+        with self.compression.names.given(names, compressed):
             return self.horovod_allreduce(grads, variables, use_generic_names)

@@ -20,13 +20,16 @@ class DistQ(DistQCompressor):
     __doc__ = DistQCompressor.__doc__ + """
     PyTorch: the pairs of all gradients of a step travel in one Horovod allgather (ranks may
     compress in different orders). Error feedback is keyed by the parameter names the optimizer
-    was given (``named_parameters=``); ``state_dict()`` holds the residuals and the closed-loop state.
+    was given (``named_parameters=``); ``state_dict()`` holds the residuals and the closed-loop state
+    as tensors, for ``torch.save``.
 
     Args (besides the above):
         process_set: the process set the optimizer uses (Horovod does not tell compressors).
 
     Example:
-        >>> torch.save({"model": model.state_dict(), "distq": compression.state_dict()}, path)
+        >>> state = compression.state_dict(all_ranks=True)   # every rank; rank 0 saves it
+        >>> if hvd.rank() == 0:
+        ...     torch.save({"model": model.state_dict(), "distq": state}, path)
     """
 
     _sparsify = staticmethod(sparsify)
@@ -45,25 +48,6 @@ class DistQ(DistQCompressor):
     def last_round(self) -> RoundStats | None:
         """The last exchange round on this rank: tensors, bytes sent and received."""
         return self.exchange.last_round
-
-    def state_dict(self) -> dict[str, Any]:
-        """Error-feedback residuals and closed-loop state, to save beside the model and optimizer."""
-        return {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores what :meth:`state_dict` saved, all or nothing.
-
-        Raises:
-            ValueError: ``state`` is not what :meth:`state_dict` returns; nothing is changed.
-        """
-        if not isinstance(state, dict) or not {"error_feedback", "closed_loop"} <= set(state):
-            raise ValueError(
-                "DistQ state: expected a dict with 'error_feedback' and 'closed_loop', as state_dict() returns"
-            )
-        # Both parts are checked before either is restored.
-        self.controller.validated(state["closed_loop"])
-        self.memory.load_state_dict(state["error_feedback"])
-        self.controller.load_state_dict(state["closed_loop"])
 
     def _is_parameter(self, tensor: torch.Tensor) -> bool:
         return tensor.requires_grad

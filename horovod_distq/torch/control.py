@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from horovod_distq.state import checked_loops
+from horovod_distq.torch.encoding import is_floating_tensor
 from horovod_distq.torch.ops import initial_loop_state, update_loop_state
 
 
@@ -58,22 +60,18 @@ class RatioController:
         return {"target": self.target, "loops": {name: state.clone() for name, state in self._states.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores :meth:`state_dict`, all or nothing; a checkpoint saved for another target starts afresh.
+        """Restores :meth:`state_dict`, all or nothing; a state saved for another target starts afresh.
 
         Raises:
             ValueError: ``state`` is not what :meth:`state_dict` returns; nothing is changed.
         """
-        self._states = self.validated(state)
+        self.restore(self.validated(state))
 
     def validated(self, state: Any) -> dict[str, torch.Tensor]:
-        """The loop states :meth:`load_state_dict` would restore from ``state`` (copies), or ValueError."""
-        if not isinstance(state, dict) or not {"target", "loops"} <= set(state) or not isinstance(state["loops"], dict):
-            raise ValueError(
-                "DistQ closed-loop state: expected a dict with 'target' and 'loops', as state_dict() returns"
-            )
-        for name, loop in state["loops"].items():
-            if not isinstance(loop, torch.Tensor) or loop.shape != (4,) or not loop.is_floating_point():
-                raise ValueError(f"DistQ closed-loop state of {name!r}: expected 4 floating-point values, got {loop!r}")
-        if state["target"] != self.target:
-            return {}
-        return {name: loop.detach().to("cpu", torch.float64, copy=True) for name, loop in state["loops"].items()}
+        """The loop states :meth:`restore` would load from ``state`` (copies), or ValueError."""
+        loops = checked_loops(state, self.target, is_floating_tensor)
+        return {name: loop.detach().to("cpu", torch.float64, copy=True) for name, loop in loops.items()}
+
+    def restore(self, loops: dict[str, torch.Tensor]) -> None:
+        """Makes ``loops`` (from :meth:`validated`) the loop states; others start afresh."""
+        self._states = dict(loops)

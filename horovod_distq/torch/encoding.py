@@ -20,6 +20,11 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def is_floating_tensor(value: object) -> bool:
+    """Whether ``value`` is a floating-point torch tensor (what residuals and loop states are)."""
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
 def encode(encoding: str, indices: torch.Tensor, values: torch.Tensor, gradient_dtype: torch.dtype) -> EncodedPairs:
     """Encodes a selection's pairs as ``horovod_distq.VALUE_ENCODINGS[encoding]`` specifies, for a
     gradient of ``gradient_dtype`` (what ``auto`` sends); returns :class:`horovod_distq.compressor.EncodedPairs`.

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 
 from horovod_distq.compressor import accumulation_dtype
-from horovod_distq.torch.encoding import dtype_name, torch_dtype
+from horovod_distq.state import checked_residuals
+from horovod_distq.torch.encoding import dtype_name, is_floating_tensor, torch_dtype
 
 
 def residual_dtype(gradient_dtype: torch.dtype) -> torch.dtype:
@@ -74,20 +75,20 @@ class ErrorFeedback:
         return {"residuals": {name: residual.clone() for name, residual in self._residuals.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores residuals saved by :meth:`state_dict`, all or nothing (moved to each gradient's
-        device on use; one whose shape or dtype no longer fits its gradient starts afresh, with a warning).
+        """Restores residuals saved by :meth:`state_dict`, all or nothing.
 
         Raises:
             ValueError: ``state`` is not what :meth:`state_dict` returns; nothing is changed.
         """
-        self._residuals = self.validated(state)
+        self.restore(self.validated(state))
 
     @staticmethod
     def validated(state: Any) -> dict[str, torch.Tensor]:
-        """The residuals :meth:`load_state_dict` would restore from ``state`` (copies), or ValueError."""
-        if not isinstance(state, dict) or not isinstance(state.get("residuals"), dict):
-            raise ValueError("DistQ error-feedback state: expected a dict with 'residuals', as state_dict() returns")
-        for name, residual in state["residuals"].items():
-            if not isinstance(residual, torch.Tensor) or not residual.is_floating_point():
-                raise ValueError(f"DistQ residual of {name!r}: expected a floating-point tensor, got {residual!r}")
-        return {name: residual.detach().clone() for name, residual in state["residuals"].items()}
+        """The residuals :meth:`restore` would load from ``state`` (copies), or ValueError."""
+        residuals = checked_residuals(state, is_floating_tensor)
+        return {name: residual.detach().clone() for name, residual in residuals.items()}
+
+    def restore(self, residuals: dict[str, torch.Tensor]) -> None:
+        """Makes ``residuals`` (from :meth:`validated`) the residuals. Each moves to its gradient's
+        device on use; one whose shape or dtype no longer fits its gradient starts afresh, with a warning."""
+        self._residuals = dict(residuals)

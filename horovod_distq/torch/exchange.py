@@ -73,6 +73,22 @@ class StepExchange:
             raise RuntimeError(f"DistQ: tensor {name!r} compressed twice before it was decompressed")
         self._pending[name] = queued
 
+    def queued_tensors(self) -> int:
+        """Tensors of this step compressed and not yet decompressed."""
+        return len(self._pending) + len(self._results)
+
+    def discard(self) -> None:
+        """Forgets the step's pairs not yet collected (an interrupted step)."""
+        self._pending.clear()
+        self._results.clear()
+
+    def gather_bytes(self, payload: bytes) -> bytes:
+        """Every rank's ``payload`` concatenated in rank order (one allgather, for state_dict)."""
+        gathered = hvd.allgather(
+            torch.frombuffer(bytearray(payload), dtype=torch.uint8), name="distq.state", process_set=self.process_set
+        )
+        return gathered.numpy().tobytes()
+
     def collect(self, ctx: SparseContext) -> tuple[torch.Tensor, torch.Tensor]:
         """All ranks' pairs for one tensor: int64 indices and values (concatenated over ranks).
 

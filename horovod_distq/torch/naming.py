@@ -12,9 +12,10 @@ very tensor being compressed.
 from __future__ import annotations
 
 import sys
-import weakref
 
 import torch
+
+from horovod_distq.naming import NameOwners
 
 # ParameterNames.of -> compress() -> the optimizer method (and its comprehension frame).
 _MAX_FRAMES = 6
@@ -29,9 +30,7 @@ class ParameterNames:
     """
 
     def __init__(self) -> None:
-        # Which parameter each name was found for: one DistQ serves one optimizer, and two models
-        # whose parameters share names would otherwise share residuals and closed-loop state.
-        self._parameters: dict[str, weakref.ref] = {}
+        self._owners = NameOwners("parameters")
 
     how_to_name = (
         "pass it to hvd.DistributedOptimizer(..., named_parameters=model.named_parameters(), "
@@ -58,19 +57,10 @@ class ParameterNames:
             if parameter is not None and isinstance(names, dict):
                 name = names.get(parameter)
                 if name is not None:
-                    self._bind(name, parameter)
+                    self._owners.bind(name, parameter)
                 return name
             frame = frame.f_back
         return None
-
-    def _bind(self, name: str, parameter: torch.Tensor) -> None:
-        known = self._parameters.get(name)
-        if known is not None and known() is not None and known() is not parameter:
-            raise ValueError(
-                f"DistQ: two parameters named {name!r} reached this DistQ (two optimizers or models share it?); "
-                "a DistQ keeps state per parameter name and serves one optimizer: make one DistQ per optimizer"
-            )
-        self._parameters[name] = weakref.ref(parameter)
 
 
 def _is_gradient_of(tensor: torch.Tensor, parameter: torch.Tensor) -> bool:

@@ -20,15 +20,15 @@ SETTINGS_MESSAGE = "Give every rank the same DistQ settings"
 DISAGREEING_SETTINGS = {"min_numel": (100, 10_000), "value_encoding": ("float16", "sign")}
 
 
-# What Horovod says when ranks reduce tensors of different shapes under one name (a placeholder
-# on one rank, the dense gradient on the other).
-SHAPES_MESSAGE = "Mismatched ALLREDUCE tensor shapes"
+# What Horovod says when ranks reduce different tensors under one name (a placeholder on one rank,
+# the dense gradient on the other): shapes differ, or (TensorFlow's float64 placeholder) dtypes.
+MISMATCH_MESSAGES = ("Mismatched ALLREDUCE tensor shapes", "Mismatched data types")
 
 
 def disagreement_reported(error_type: type[Exception]) -> AbstractContextManager[Any]:
     """Expects ``error_type`` telling the user to give every rank the same settings, from DistQ's
-    exchange header check or from Horovod's shape check."""
-    return pytest.raises(error_type, match=f"{re.escape(SETTINGS_MESSAGE)}|{re.escape(SHAPES_MESSAGE)}")
+    checks or from Horovod's check of the tensors reduced under one name."""
+    return pytest.raises(error_type, match="|".join(map(re.escape, (SETTINGS_MESSAGE, *MISMATCH_MESSAGES))))
 
 
 def assert_identical_on_every_rank(arrays: Iterable[Any], all_ranks: Callable[[Any], list[Any]]) -> None:

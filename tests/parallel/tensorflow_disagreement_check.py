@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["HOROVOD_DISTQ_AGREEMENT_TIMEOUT"] = "10"
 
 import horovod.tensorflow as hvd
 import keras
@@ -31,7 +32,7 @@ def step_with(compression: distq.DistQ, dtype: str = "float32") -> None:
 @pytest.mark.parametrize("setting", DISAGREEING_SETTINGS)
 def test_disagreeing_settings_fail_when_the_first_step_is_traced(setting: str) -> None:
     # Making DistQ runs no collective; tracing the first step checks the settings, before any
-    # collective of the step runs (a rank that never makes a DistQ still waits there: see README).
+    # collective of the step runs.
     with disagreement_reported(ValueError):
         step_with(distq.DistQ(ratio=0.01, **{setting: DISAGREEING_SETTINGS[setting][hvd.rank()]}))
 
@@ -46,3 +47,16 @@ def test_disagreeing_gradient_dtypes_fail_in_the_exchange() -> None:
 def test_different_ratios_are_fine() -> None:
     # Counts may differ per rank.
     step_with(distq.DistQ(ratio=0.01 if hvd.rank() == 0 else 0.2, min_numel=10))
+
+
+def test_a_rank_without_distq_ends_the_job_with_an_error() -> None:
+    """Rank 1 hands its tape no DistQ, so it never joins rank 0's settings check: rank 0 gives up
+    after the time limit (HOROVOD_DISTQ_AGREEMENT_TIMEOUT, 10 s here) with DistQ's error, and
+    rank 1, waiting in its step for rank 0, fails when rank 0 leaves. The last test of the file:
+    rank 1 stays in its step until rank 0 has left."""
+    if hvd.rank() == 0:
+        with pytest.raises(RuntimeError, match="not every rank joined the settings check"):
+            step_with(distq.DistQ(ratio=0.01, min_numel=10))
+    else:
+        with pytest.raises(tf.errors.OpError):
+            step_with(hvd.Compression.none)

@@ -10,6 +10,7 @@ eagerly and inside ``tf.function``.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -232,3 +233,82 @@ def test_embedding_and_local_source(mode: str) -> None:
     # Horovod scales a local source's gradient by 1/size and sends nothing for it.
     check_close(grads[3].numpy(), raw[local_kernel.path] / hvd.size(), f"local source {mode}")
     assert set(compression.stats) == {kernel.path, bias.path, local_bias.path}, compression.stats
+
+
+def distq_training(mode: str):
+    """A model, its DistQ and a training function over a range of steps (eagerly or traced).
+
+    The model is named: DistQ's state is keyed by variable paths, and Keras numbers the paths of
+    unnamed models made in one process ("sequential_1/dense_2/kernel"), as a resumed run would not.
+    """
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Dense(128, activation="tanh", name="hidden"), keras.layers.Dense(10, name="out")]
+    model = keras.Sequential([keras.Input((64,)), *layers], name="resumable")
+    compression = distq.DistQ(ratio=RATIO)
+    optimizer = keras.optimizers.SGD(learning_rate=0.1)
+
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_of(model, x, y)
+        tape = distq.DistributedGradientTape(tape, compression=compression)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    run = tf.function(step) if mode == "function" else step
+
+    def train(steps: range) -> None:
+        for index in steps:
+            run(*batch(index))
+
+    return model, compression, train
+
+
+def test_a_rank0_checkpoint_resumes_every_rank_exactly(mode: str) -> None:
+    """Rank 0 alone saves DistQ's gathered state; every rank resumes from that file and ends
+    identical to the uninterrupted run. Each rank loading rank 0's own residuals does not."""
+    model, compression, train = distq_training(mode)
+    train(range(4))
+    saved = {"weights": model.get_weights(), "distq": compression.state_dict(all_ranks=True)}
+    with tempfile.TemporaryDirectory() as folder:
+        path = hvd.broadcast_object(os.path.join(folder, "ckpt.pkl"), root_rank=0, name="checkpoint.path")
+        if hvd.rank() == 0:
+            with open(path, "wb") as file:
+                pickle.dump(saved, file)
+        hvd.broadcast_object(True, root_rank=0, name="checkpoint.saved")  # horovod.tensorflow has no barrier
+        with open(path, "rb") as file:
+            checkpoint = pickle.load(file)
+        hvd.broadcast_object(True, root_rank=0, name="checkpoint.read")  # rank 0's folder goes with this block
+    train(range(4, 8))
+    uninterrupted = model.get_weights()
+
+    def resumed_from(distq_state: dict) -> list[np.ndarray]:
+        model, compression, train = distq_training(mode)
+        model.set_weights(checkpoint["weights"])
+        compression.load_state_dict(distq_state)
+        train(range(4, 8))
+        return model.get_weights()
+
+    resumed = resumed_from(checkpoint["distq"])
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, uninterrupted)), "resumed run differs"
+    rank0_only = resumed_from(checkpoint["distq"]["all_ranks"][0])
+    assert not all(np.array_equal(a, b) for a, b in zip(rank0_only, uninterrupted)), "rank 1's residual ignored?"
+
+
+def test_one_distq_for_two_models_with_the_same_names_is_refused(mode: str) -> None:
+    compression = distq.DistQ(ratio=0.01, min_numel=100)
+    models = [keras.Sequential([keras.Input((64,)), keras.layers.Dense(32, name="dense")], name="twin")
+              for _ in range(2)]
+
+    def step_of(model: keras.Model):
+        def step() -> None:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(tf.ones([4, 64])))
+            tape = distq.DistributedGradientTape(tape, compression=compression)
+            tape.gradient(loss, model.trainable_variables)
+
+        return step if mode == "eager" else tf.function(step)
+
+    first, second = (step_of(model) for model in models)
+    first()
+    with pytest.raises(ValueError, match="one DistQ per optimizer"):
+        second()

@@ -232,3 +232,52 @@ def test_sparse_embedding_gradients_sent_as_dense_are_named() -> None:
         train_step(model, optimizer, torch.randint(0, 1000, (16,)))
     assert set(compression.stats) == {"weight"} and not compression.stats["weight"].dense
     assert compression.memory.residual("weight").shape == (1000, 8)
+
+
+def distq_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, DistQ]:
+    model = make_model()
+    compression = DistQ(ratio=RATIO)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), named_parameters=model.named_parameters(),
+        compression=compression,
+    )
+    return model, optimizer, compression
+
+
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: range) -> None:
+    for step in steps:
+        x, y = batch(step)
+        optimizer.zero_grad()
+        loss_of(model, x, y).backward()
+        optimizer.step()
+
+
+def resumed_from(checkpoint: dict, distq_state: dict) -> list[torch.Tensor]:
+    """The parameters after steps 4..7 from a checkpoint taken after step 3."""
+    model, optimizer, compression = distq_training()
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    compression.load_state_dict(distq_state)
+    train(model, optimizer, range(4, 8))
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_a_rank0_checkpoint_resumes_every_rank_exactly(tmp_path) -> None:
+    """Rank 0 alone saves DistQ's gathered state, as Horovod's examples save models; every rank
+    resumes from that file and ends bit-identical to the uninterrupted run. Each rank loading
+    rank 0's own residuals instead (what a per-rank state saved by rank 0 gives) does not."""
+    model, optimizer, compression = distq_training()
+    train(model, optimizer, range(4))
+    distq_state = compression.state_dict(all_ranks=True)
+    path = hvd.broadcast_object(str(tmp_path / "ckpt.pt"), root_rank=0, name="checkpoint.path")
+    if hvd.rank() == 0:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "distq": distq_state}, path)
+    hvd.barrier()
+    train(model, optimizer, range(4, 8))
+    uninterrupted = [p.detach().clone() for p in model.parameters()]
+
+    checkpoint = torch.load(path)
+    resumed = resumed_from(checkpoint, checkpoint["distq"])
+    assert all(torch.equal(a, b) for a, b in zip(resumed, uninterrupted)), "resumed run differs"
+    rank0_only = resumed_from(checkpoint, checkpoint["distq"]["all_ranks"][0])
+    assert not all(torch.equal(a, b) for a, b in zip(rank0_only, uninterrupted)), "rank 1's residual did not matter?"

@@ -96,11 +96,12 @@ def test_shape_change_restarts_the_residual() -> None:
     assert compression.memory.residual("w").shape == gradient.shape
 
 
-def test_state_dict_round_trip() -> None:
+@pytest.mark.parametrize("all_ranks", [False, True])
+def test_state_dict_round_trip(all_ranks: bool) -> None:
     compression = DistQ(ratio=0.01)
     round_trip(compression, torch.randn(5000))
     restored = DistQ(ratio=0.01)
-    restored.load_state_dict(compression.state_dict())
+    restored.load_state_dict(compression.state_dict(all_ranks=all_ranks))
     assert torch.equal(restored.memory.residual("w"), compression.memory.residual("w"))
     assert restored.controller.fit_ratio("w") == compression.controller.fit_ratio("w") != 0.01
 
@@ -275,3 +276,33 @@ def test_a_second_training_thread_is_refused() -> None:
     thread.start()
     thread.join()
     assert len(errors) == 1 and "one DistQ serves one training loop" in str(errors[0])
+
+
+def test_unnamed_gradients_keep_one_state_per_gradient_of_a_step() -> None:
+    # Without names (and without error feedback, which needs them) a gradient is known by its
+    # place in the step: 30 steps of 2 gradients leave 2 closed-loop states, not 60.
+    compression = DistQ(ratio=0.01, error_feedback=False)
+    for _ in range(30):
+        queued = [compression.compress(torch.randn(n)) for n in (5000, 3000)]
+        for tensor, ctx in queued:
+            compression.decompress(hvd.allreduce(tensor, op=hvd.Average), ctx)
+    assert sorted(compression.controller.state_dict()["loops"]) == ["unnamed.0.5000", "unnamed.1.3000"]
+    assert sorted(compression.stats) == ["unnamed.0.5000", "unnamed.1.3000"]
+
+
+def test_an_all_ranks_state_of_another_world_size_is_refused() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(5000))
+    state = compression.state_dict(all_ranks=True)
+    assert list(state) == ["all_ranks"] and len(state["all_ranks"]) == hvd.size() == 1
+    with pytest.raises(ValueError, match="saved by 2 ranks, loaded by 1"):
+        compression.load_state_dict({"all_ranks": state["all_ranks"] * 2})
+
+
+def test_a_state_for_another_ratio_restarts_the_closed_loop_only() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(5000))
+    other = DistQ(ratio=0.05)
+    other.load_state_dict(compression.state_dict())
+    assert torch.equal(other.memory.residual("w"), compression.memory.residual("w"))
+    assert other.controller.fit_ratio("w") == 0.05

@@ -189,3 +189,55 @@ class TestDistQ:
         assert all(isinstance(distq_tf.backing_variable(v), tf.Variable) for v in layer.trainable_variables)
         with pytest.raises(TypeError, match=r"tf\.Variable or a Keras variable"):
             distq_tf.backing_variable(tf.ones([2]))
+
+
+class TestDistQState:
+    def trained(self, ratio: float = 0.01) -> distq_tf.DistQ:
+        compression = distq_tf.DistQ(ratio=ratio)
+        for _ in range(2):
+            reduce(compression, tf.constant(reference.gradient_like(5000, "float32")), name="w")
+        return compression
+
+    def test_state_dict_is_a_snapshot_that_restores(self) -> None:
+        compression = self.trained()
+        state = compression.state_dict()
+        saved = state["error_feedback"]["residuals"]["w"].copy()
+        reduce(compression, tf.constant(reference.gradient_like(5000, "float32")), name="w")
+        np.testing.assert_array_equal(state["error_feedback"]["residuals"]["w"], saved)
+        restored = distq_tf.DistQ(ratio=0.01)
+        restored.load_state_dict(state)
+        np.testing.assert_array_equal(restored.memory.residual("w").numpy(), saved)
+        np.testing.assert_array_equal(restored.controller.loops["w"].numpy(), state["closed_loop"]["loops"]["w"])
+        # Loading into a DistQ that has trained replaces its state, and restarts what the state lacks.
+        compression.load_state_dict(state)
+        np.testing.assert_array_equal(compression.memory.residual("w").numpy(), saved)
+        compression.load_state_dict({"error_feedback": {"residuals": {}}, "closed_loop": {"target": 0.01, "loops": {}}})
+        assert not compression.memory.residual("w").numpy().any()
+
+    def test_bad_states_change_nothing(self) -> None:
+        compression = self.trained()
+        state = compression.state_dict()
+        before = compression.memory.residual("w").numpy().copy()
+        wrong_size = {"error_feedback": {"residuals": {"w": np.ones(7, np.float32)}},
+                      "closed_loop": state["closed_loop"]}
+        broken_loop = {"error_feedback": state["error_feedback"],
+                       "closed_loop": {"target": 0.01, "loops": {"w": np.ones(3)}}}
+        for bad, match in ((wrong_size, "another model"), (broken_loop, "4 floating-point"),
+                           ({"error_feedback": {}}, "DistQ state"), ({"all_ranks": [state] * 2}, "saved by 2 ranks")):
+            with pytest.raises(ValueError, match=match):
+                compression.load_state_dict(bad)
+            np.testing.assert_array_equal(compression.memory.residual("w").numpy(), before)
+
+    def test_another_ratio_restarts_the_closed_loop_only(self) -> None:
+        compression = self.trained()
+        other = distq_tf.DistQ(ratio=0.05)
+        other.load_state_dict(compression.state_dict(all_ranks=True))
+        np.testing.assert_array_equal(other.memory.residual("w").numpy(), compression.memory.residual("w").numpy())
+        assert "w" not in other.controller.loops
+
+    def test_unnamed_eager_gradients_keep_one_state_per_size(self) -> None:
+        compression = distq_tf.DistQ(ratio=0.01, error_feedback=False)
+        for _ in range(10):
+            for n in (5000, 3000):
+                reduce(compression, tf.constant(reference.gradient_like(n, "float32")))
+        assert sorted(compression.controller.loops) == ["unnamed.0.3000", "unnamed.0.5000"]

@@ -1,0 +1,106 @@
+"""DistQ's checkpoint format, for both frontends: one rank's state, or every rank's in one dict.
+
+A rank's state is ``{"error_feedback": {"residuals": {name: array}}, "closed_loop": {"target":
+ratio, "loops": {name: array of 4}}}``, the arrays being the frontend's (torch tensors, NumPy
+arrays). Error feedback is per rank: each rank's residual is what *its* gradients did not send.
+So a checkpoint written by rank 0 alone resumes exactly only if it holds every rank's state:
+``{"all_ranks": [state of rank 0, state of rank 1, ...]}``, gathered by one collective, from which
+each rank loads its own part.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+from collections.abc import Callable
+from typing import Any
+
+ALL_RANKS = "all_ranks"
+_LENGTH = struct.Struct("<q")
+
+
+def serialize(state: dict[str, Any]) -> bytes:
+    """One rank's state as bytes, length-prefixed, for :func:`deserialize_gathered`."""
+    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+def deserialize_gathered(gathered: bytes, size: int) -> list[dict[str, Any]]:
+    """Every rank's state from the concatenation of their :func:`serialize` outputs (an allgather).
+
+    Raises:
+        ValueError: the bytes are not ``size`` length-prefixed states, exactly.
+    """
+    states, offset = [], 0
+    for rank in range(size):
+        if offset + _LENGTH.size > len(gathered):
+            raise ValueError(f"DistQ state gather: rank {rank}'s state is missing ({len(gathered)} bytes in all)")
+        (length,) = _LENGTH.unpack_from(gathered, offset)
+        offset += _LENGTH.size
+        if length < 0 or offset + length > len(gathered):
+            raise ValueError(f"DistQ state gather: rank {rank}'s state claims {length} bytes, beyond what arrived")
+        states.append(pickle.loads(gathered[offset : offset + length]))
+        offset += length
+    if offset != len(gathered):
+        raise ValueError(f"DistQ state gather: {len(gathered) - offset} bytes left over after {size} ranks' states")
+    return states
+
+
+def rank_part(state: Any, process_set: Any) -> dict[str, Any]:
+    """The state this rank loads: its own part of an all-ranks state, or ``state`` itself.
+
+    Args:
+        state: what ``state_dict()`` or ``state_dict(all_ranks=True)`` returned.
+        process_set: the Horovod process set the compressor reduces over (its rank and size
+            are read only for an all-ranks state).
+
+    Raises:
+        ValueError: not a DistQ state, or an all-ranks state saved by another number of ranks.
+    """
+    if isinstance(state, dict) and ALL_RANKS in state:
+        parts = state[ALL_RANKS]
+        if not isinstance(parts, list):
+            raise ValueError(f"DistQ state: {ALL_RANKS!r} must be a list of every rank's state")
+        size = process_set.size()
+        if len(parts) != size:
+            raise ValueError(
+                f"DistQ state: saved by {len(parts)} ranks, loaded by {size}. Each rank's residuals belong to "
+                f"that rank's data; load state[{ALL_RANKS!r}][i] for the ranks you map them to, or skip "
+                "load_state_dict to start DistQ afresh (its residuals then start at zero)"
+            )
+        state = parts[process_set.rank()]
+    if not isinstance(state, dict) or not {"error_feedback", "closed_loop"} <= set(state):
+        raise ValueError(
+            "DistQ state: expected a dict with 'error_feedback' and 'closed_loop' (or 'all_ranks'), "
+            "as state_dict() returns"
+        )
+    return state
+
+
+def checked_residuals(state: Any, is_floating: Callable[[Any], bool]) -> dict[str, Any]:
+    """The residuals of an error-feedback state, checked.
+
+    Raises:
+        ValueError: not ``{"residuals": {name: floating-point array}}``.
+    """
+    if not isinstance(state, dict) or not isinstance(state.get("residuals"), dict):
+        raise ValueError("DistQ error-feedback state: expected a dict with 'residuals', as state_dict() returns")
+    for name, residual in state["residuals"].items():
+        if not isinstance(name, str) or not is_floating(residual):
+            raise ValueError(f"DistQ residual of {name!r}: expected a floating-point array, got {residual!r}")
+    return state["residuals"]
+
+
+def checked_loops(state: Any, target: float, is_floating: Callable[[Any], bool]) -> dict[str, Any]:
+    """The closed-loop states of ``state``, checked; empty when it was saved for another target
+    ratio (the loops then start afresh, as the ratio they learnt to fit at no longer applies).
+
+    Raises:
+        ValueError: not ``{"target": ratio, "loops": {name: 4 floating-point values}}``.
+    """
+    if not isinstance(state, dict) or not {"target", "loops"} <= set(state) or not isinstance(state["loops"], dict):
+        raise ValueError("DistQ closed-loop state: expected a dict with 'target' and 'loops', as state_dict() returns")
+    for name, loop in state["loops"].items():
+        if not isinstance(name, str) or not is_floating(loop) or tuple(loop.shape) != (4,):
+            raise ValueError(f"DistQ closed-loop state of {name!r}: expected 4 floating-point values, got {loop!r}")
+    return state["loops"] if state["target"] == target else {}

@@ -52,13 +52,12 @@ class StepExchange:
     # One header per round, not per tensor (see bytes accounting in horovod_distq.compressor).
     tensor_header_bytes = 0
 
-    __slots__ = ("_pending", "_results", "_rounds", "last_round", "process_set")
+    __slots__ = ("_pending", "_results", "last_round", "process_set")
 
     def __init__(self, process_set: hvd.ProcessSet = hvd.global_process_set) -> None:
         self.process_set = process_set
         self._pending: dict[str, QueuedTensor] = {}
         self._results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._rounds = 0
         self.last_round: RoundStats | None = None
 
     @staticmethod
@@ -107,11 +106,11 @@ class StepExchange:
         self._pending = {}
         round_layout = wire.RoundLayout(tuple(q.layout for q in queued))
         header, payload = pack_round(round_layout, [q.pairs for q in queued])
-        handle = hvd.grouped_allgather_async(
-            [header, payload], name=f"distq.round.{self._rounds}", process_set=self.process_set
-        )
+        # One name for every round: a worker that joins an elastic job mid-training must name its
+        # first round as the others name their n-th. Rounds never overlap (each is waited for here,
+        # and one DistQ serves one training loop), so the name is never in use twice at once.
+        handle = hvd.grouped_allgather_async([header, payload], name="distq.round", process_set=self.process_set)
         gathered_header, gathered_payload = hvd.synchronize(handle)
-        self._rounds += 1
         results = parse_round(round_layout, self.process_set.size(), gathered_header, gathered_payload)
         self._results.update(zip(names, results))
         sent = header.numel() + payload.numel()

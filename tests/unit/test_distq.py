@@ -9,7 +9,9 @@ import horovod.torch as hvd
 import numpy as np
 import pytest
 import torch
+from horovod.common.elastic import ObjectState
 
+from horovod_distq.elastic import register
 from horovod_distq.torch import DistQ, ErrorFeedback, sparsify
 
 
@@ -306,3 +308,16 @@ def test_a_state_for_another_ratio_restarts_the_closed_loop_only() -> None:
     other.load_state_dict(compression.state_dict())
     assert torch.equal(other.memory.residual("w"), compression.memory.residual("w"))
     assert other.controller.fit_ratio("w") == 0.05
+
+
+def test_an_elastic_state_commits_and_restores_distq() -> None:
+    compression = DistQ(ratio=0.01)
+    round_trip(compression, torch.randn(5000))
+    state = register(ObjectState(bcast_object=lambda value: value, get_rank=lambda: 0, step=0), compression)
+    state.commit()
+    committed = compression.memory.residual("w").clone()
+    round_trip(compression, torch.randn(5000))
+    compression.compress(torch.randn(5000), name="w")  # a step interrupted between compress and decompress
+    state.restore()
+    assert torch.equal(compression.memory.residual("w"), committed)
+    round_trip(compression, torch.randn(5000))  # the interrupted step's pairs are gone: no "compressed twice"

@@ -1,0 +1,81 @@
+"""What the elastic training scripts share: the grow-then-shrink schedule and the run's log.
+
+A run starts on one worker (host ``localhost``), asks for a second (host ``127.0.0.1``, the same
+machine under another name, as Horovod's own elastic tests do) by rewriting the file the
+discovery script prints, trains on two, gives the second host up, and trains on one again.
+Rank 0 rewrites the file; Horovod's driver sees the change within about a second and the
+workers meet it at their next ``state.commit()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+ONE_HOST = "localhost:1\n"
+TWO_HOSTS = "localhost:1\n127.0.0.1:1\n"
+STEPS_PER_PHASE = 6
+# Steps a run may take in all: a reset that never comes ends the run instead of hanging it.
+MAX_STEPS = 400
+# Seconds between steps while a reset is awaited, so the wait costs few steps.
+WAIT_SECONDS = 0.1
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--hosts-file", type=Path, required=True, help="the file the discovery script prints")
+    parser.add_argument("--out", type=Path, required=True, help="where rank 0 writes the run's log (JSON)")
+    return parser.parse_args()
+
+
+def digest(arrays: list[Any]) -> str:
+    """A fingerprint of a model's parameters (NumPy arrays), to compare across ranks."""
+    return hashlib.sha256(b"".join(array.tobytes() for array in arrays)).hexdigest()
+
+
+class Schedule:
+    """Where the run is: phase 0 on one worker, then 1 on two, then 2 on one again, then done.
+
+    Its fields live in the elastic state (``state.phase``, ``state.in_phase``), which rank 0
+    broadcasts to a joining worker, so every rank takes the same decisions.
+    """
+
+    sizes = (1, 2, 1)
+
+    def __init__(self, hosts_file: Path) -> None:
+        self.hosts_file = hosts_file
+
+    def finished(self, state: Any) -> bool:
+        return state.phase >= len(self.sizes) or state.step >= MAX_STEPS
+
+    def after_step(self, state: Any, size: int, rank: int) -> None:
+        """Counts the step in its phase; once the phase has its steps, asks for the next world size
+        and moves on when that size has come."""
+        phase = state.phase
+        if size == self.sizes[phase]:
+            state.in_phase += 1
+        if state.in_phase < STEPS_PER_PHASE:
+            return
+        if phase + 1 == len(self.sizes):
+            state.phase += 1
+            return
+        wanted = self.sizes[phase + 1]
+        if size == wanted:
+            state.phase, state.in_phase = phase + 1, 1
+            return
+        if rank == 0 and not state.asked[phase]:
+            self.hosts_file.write_text(TWO_HOSTS if wanted == 2 else ONE_HOST)
+            state.asked[phase] = time.time()
+        time.sleep(WAIT_SECONDS)
+
+
+def record(state: Any, size: int, loss: float, identical: bool) -> None:
+    state.log.append({"step": state.step, "size": size, "loss": loss, "identical": identical, "time": time.time()})
+
+
+def write_log(state: Any, out: Path) -> None:
+    out.write_text(json.dumps({"log": state.log, "asked": state.asked, "steps": state.step}))

@@ -1,0 +1,47 @@
+"""DistQ under Horovod's elastic mode: a run grows from 1 to 2 workers and shrinks back to 1
+(``horovodrun --min-np 1 --max-np 2 --host-discovery-script``, Gloo: MPI has no elastic mode)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.elastic.common import ONE_HOST, STEPS_PER_PHASE
+from tests.launch import HOROVODRUN, run_until
+
+MODULES = {"torch": "tests.elastic.torch_train"}
+
+
+@pytest.mark.parametrize("framework", list(MODULES))
+def test_grow_and_shrink_mid_training(framework: str, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ONE_HOST)
+    discovery = tmp_path / "discover.sh"
+    discovery.write_text(f"#!/bin/sh\ncat {hosts}\n")
+    discovery.chmod(0o755)
+    out = tmp_path / "log.json"
+    command = [
+        str(HOROVODRUN), "-np", "1", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discovery),
+        # One machine: Horovod finds no interface common to "two hosts" by itself.
+        "--gloo", "--network-interface", "lo",
+        sys.executable, "-m", MODULES[framework], "--hosts-file", str(hosts), "--out", str(out),
+    ]
+    command, stdout, stderr, problem = run_until(command, timeout=120)
+    assert problem is None and out.exists(), f"{' '.join(command)} {problem}:\n{(stdout + stderr)[-6000:]}"
+    run = json.loads(out.read_text())
+    log = run["log"]
+    sizes = [entry["size"] for entry in log]
+    phases = [size for index, size in enumerate(sizes) if index == 0 or size != sizes[index - 1]]
+    assert phases == [1, 2, 1], sizes
+    assert sizes.count(2) >= STEPS_PER_PHASE, sizes
+    assert all(entry["identical"] for entry in log), "ranks held different parameters after a step"
+    assert [entry["step"] for entry in log] == list(range(len(log))), "a step was lost or repeated"
+    losses = [entry["loss"] for entry in log]
+    assert sum(losses[-3:]) < 0.5 * sum(losses[:3]), losses
+    # Seconds from asking for a new world size to the first step in it (shown with pytest -s).
+    for asked, size in zip(run["asked"], (2, 1)):
+        first = next(entry["time"] for entry in log if entry["time"] > asked and entry["size"] == size)
+        print(f"{framework}: reset to {size} worker(s) after {first - asked:.1f} s")

@@ -3,7 +3,7 @@
 PYTHON := .venv/bin/python
 HOROVODRUN := .venv/bin/horovodrun
 
-.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality
+.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality docker-cpu docker-gpu test-docker
 
 setup:
 	bash scripts/setup.sh
@@ -28,3 +28,17 @@ bench-e2e: setup
 
 bench-quality: setup
 	$(PYTHON) -m benchmarks --out bench_results quality
+
+# Container images (docker/README.md), built with Docker where a daemon answers, else buildah or
+# podman. Build arguments come from make's command line, e.g. BASE_IMAGE=localhost/debian:bookworm
+# (a local Debian base, made on first use, for machines without a registry) or TORCH_VERSION=...
+docker-cpu:
+	bash docker/build.sh cpu
+
+docker-gpu:
+	bash docker/build.sh gpu
+
+# Builds the CPU image from a clean copy of the checkout and runs its checks inside it: slow (a
+# cold build compiles Horovod), so `make test` runs it only when DISTQ_TEST_DOCKER=1 is set.
+test-docker: setup
+	DISTQ_TEST_DOCKER=1 $(PYTHON) -m pytest -v -rA tests/docker

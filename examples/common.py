@@ -29,7 +29,13 @@ def parse_arguments(description: str, default_out: str) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(default_out))
+    parser.add_argument("--logdir", type=Path, help="write DistQ's per-step stats for TensorBoard here (rank 0)")
     return parser.parse_args()
+
+
+def logs_telemetry(args: argparse.Namespace, compression: Any, hvd: Any) -> bool:
+    """Whether this run writes DistQ's stats for TensorBoard: asked for, a DistQ run, on rank 0."""
+    return args.logdir is not None and hasattr(compression, "log_to") and hvd.rank() == 0
 
 
 def digits_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

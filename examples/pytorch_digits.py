@@ -19,6 +19,7 @@ import common
 import horovod.torch as hvd
 import torch
 import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
 from torch_models import DigitsCNN, as_tensors
 
 from horovod_distq.torch import DistQ
@@ -40,11 +41,16 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     numels = [p.numel() for p in model.parameters()]
     sent, started = [], time.perf_counter()
     model.train()
-    for batch in common.batches(args, len(shard_x), lambda n: torch.randperm(n, generator=generator)):
+    writer = SummaryWriter(str(args.logdir / kind)) if common.logs_telemetry(args, compression, hvd) else None
+    for step, batch in enumerate(common.batches(args, len(shard_x), lambda n: torch.randperm(n, generator=generator))):
         optimizer.zero_grad()
         F.cross_entropy(model(shard_x[batch]), shard_y[batch]).backward()
         optimizer.step()
         sent.append(common.bytes_per_step(compression, numels, hvd))
+        if writer is not None:
+            compression.log_to(writer, step)
+    if writer is not None:
+        writer.close()
     elapsed = time.perf_counter() - started
     model.eval()
     with torch.no_grad():

@@ -54,9 +54,15 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     generator = np.random.default_rng(args.seed + hvd.rank())
     numels = [int(np.prod(v.shape)) for v in model.trainable_variables]
     sent, started = [], time.perf_counter()
-    for batch in common.batches(args, len(shard_x), generator.permutation):
+    logs = common.logs_telemetry(args, compression, hvd)
+    writer = tf.summary.create_file_writer(str(args.logdir / kind)) if logs else None
+    for index, batch in enumerate(common.batches(args, len(shard_x), generator.permutation)):
         step(tf.constant(shard_x[batch]), tf.constant(shard_y[batch]))
         sent.append(common.bytes_per_step(compression, numels, hvd))
+        if writer is not None:
+            compression.log_to(writer, index)
+    if writer is not None:
+        writer.close()
     elapsed = time.perf_counter() - started
     predictions = np.argmax(model(test_x[..., None], training=False), axis=1)
     result = common.run_record(kind, args, compression, float(np.mean(predictions == test_y)), sent, elapsed)

@@ -21,6 +21,7 @@ from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.selection import SparseSelection
 from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, serialize
 from horovod_distq.stats import TensorStats
+from horovod_distq.telemetry import step_scalars
 from horovod_distq.wire import TensorLayout
 
 # What compress() returns in place of a sparse gradient: one float32 of ones. Horovod allreduces it
@@ -334,6 +335,27 @@ class DistQCompressor(ABC):
         compressed = sum(1 for s in stats if not s.dense)
         return sum(s.bytes_sent for s in stats) + self.exchange.round_header_bytes(compressed)
 
+    def log_to(self, writer: Any, step: int, all_ranks: bool = False) -> dict[str, float]:
+        """Writes the last step's stats to TensorBoard (:func:`horovod_distq.telemetry.step_scalars`).
+
+        Args:
+            writer: torch's ``SummaryWriter`` or a ``tf.summary`` file writer.
+            step: the training step to log them at.
+            all_ranks: log on every rank (give each its own log directory); by default rank 0 only.
+
+        Returns:
+            What was written (empty on ranks that do not log).
+
+        Example:
+            >>> writer = torch.utils.tensorboard.SummaryWriter("runs/tb")
+            >>> compression.log_to(writer, step)   # after optimizer.step()
+        """
+        if not all_ranks and self.exchange.process_set.rank() != 0:
+            return {}
+        scalars = step_scalars(self.stats, self.bytes_sent)
+        self._write_scalars(writer, scalars, step)
+        return scalars
+
     def compresses(self, tensor: Any) -> bool:
         """Whether ``tensor`` takes the sparse path (else it goes dense)."""
         numel = self._numel(tensor)
@@ -504,6 +526,11 @@ class DistQCompressor(ABC):
 
     def _op_name(self, tensor: Any) -> str | None:
         return None
+
+    @abstractmethod
+    def _write_scalars(self, writer: Any, scalars: dict[str, float], step: int) -> None:
+        """Writes ``scalars`` (tag -> value) at ``step`` with the framework's summary writer."""
+        ...
 
     @abstractmethod
     def _scatter_scaled(self, ctx: SparseContext, indices: Any, values: Any, placeholder: Any, size: int) -> Any:

@@ -5,14 +5,24 @@
 #   section 5) and cached as a wheel, and this package with its two compiled libraries (a torch
 #   extension and a TensorFlow op library), built against the frameworks already installed.
 # A second run on a set-up machine only checks and returns in seconds.
+#
+# Usage: setup.sh [STEP...]  with STEP among system venv python horovod distq (default: all, in
+# that order). The Docker images (docker/) run the steps in two layers, so that a change to this
+# package's sources does not rebuild Horovod.
+# Environment (defaults: what `make setup` installs): DISTQ_VENV, DISTQ_TORCH_VERSION,
+# DISTQ_TORCH_INDEX_URL (an extra pip index for torch, e.g. PyTorch's CPU or CUDA wheels),
+# DISTQ_TENSORFLOW_VERSION, DISTQ_TENSORFLOW_PACKAGE (tensorflow-cpu, or tensorflow for GPUs),
+# DISTQ_HOROVOD_VERSION; HOROVOD_GPU_OPERATIONS=NCCL builds Horovod for GPUs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${DISTQ_VENV:-$ROOT/.venv}
 PY=$VENV/bin/python
 TORCH_VERSION=${DISTQ_TORCH_VERSION:-2.13.0}
+TORCH_INDEX_URL=${DISTQ_TORCH_INDEX_URL:-}
 TENSORFLOW_VERSION=${DISTQ_TENSORFLOW_VERSION:-2.21.0}
-HOROVOD_VERSION=0.28.1
+TENSORFLOW_PACKAGE=${DISTQ_TENSORFLOW_PACKAGE:-tensorflow-cpu}
+HOROVOD_VERSION=${DISTQ_HOROVOD_VERSION:-0.28.1}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/horovod-distq
 WHEELS=$CACHE/wheels
 
@@ -25,6 +35,13 @@ install_debian_packages() {
     || missing+=(libopenmpi-dev)
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v g++ >/dev/null 2>&1 || missing+=(g++)
+  command -v make >/dev/null 2>&1 || missing+=(make)
+  # A bare Debian or Ubuntu (the Docker images' bases) lacks Python, its venv module, or the
+  # headers that Horovod's build and this package's extensions compile against.
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    >/dev/null 2>&1 || missing+=(python3-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -48,11 +65,16 @@ install_python_packages() {
     # This machine image keeps the CPU wheel on disk; elsewhere pip takes PyPI's.
     local local_wheels=()
     [ -d /opt/wheels ] && local_wheels=(--find-links /opt/wheels)
+    # A wheel on disk wins; otherwise the extra index (if any) offers a build (+cpu, +cu128) that
+    # pip prefers to PyPI's plain one of the same version.
+    if [ -n "$TORCH_INDEX_URL" ] && ! ls /opt/wheels/torch-"$TORCH_VERSION"[+-]*.whl >/dev/null 2>&1; then
+      local_wheels+=(--extra-index-url "$TORCH_INDEX_URL")
+    fi
     "$PY" -m pip install -q "${local_wheels[@]}" "torch==$TORCH_VERSION"
   fi
   if ! "$PY" -c "import tensorflow as tf, sys; sys.exit(tf.__version__ != '$TENSORFLOW_VERSION')" 2>/dev/null; then
-    log "installing tensorflow-cpu $TENSORFLOW_VERSION"
-    "$PY" -m pip install -q "tensorflow-cpu==$TENSORFLOW_VERSION"
+    log "installing $TENSORFLOW_PACKAGE $TENSORFLOW_VERSION"
+    "$PY" -m pip install -q "$TENSORFLOW_PACKAGE==$TENSORFLOW_VERSION"
   fi
   local stamp=$VENV/.requirements-dev.sha256
   local wanted
@@ -67,6 +89,7 @@ build_horovod_wheel() {
   local key
   # Horovod's framework libraries are tied to the exact framework builds they compiled against.
   key=$("$PY" -c "import torch, tensorflow as tf; print(f'torch{torch.__version__}-tf{tf.__version__}'.replace('+', '_'))" 2>/dev/null)
+  key+=${HOROVOD_GPU_OPERATIONS:+-gpu$HOROVOD_GPU_OPERATIONS}
   local wheel_dir=$WHEELS/horovod-$HOROVOD_VERSION-$key
   if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     log "building Horovod $HOROVOD_VERSION against $key (several minutes, once per machine)"
@@ -78,7 +101,8 @@ build_horovod_wheel() {
     # torch 2.x headers need C++17; upstream made this change after the 0.28.1 release.
     sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' \
       "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"
-    # TF 2.20+ headers lack highwayhash, which the XLA MPI ops include; CPU builds do not need them.
+    # TF 2.20+ headers lack highwayhash, which the XLA MPI ops include; this project does not use
+    # them (opt-in at run time with HOROVOD_ENABLE_XLA_OPS), on CPUs or GPUs.
     sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"
     mkdir -p "$wheel_dir"
     (
@@ -110,9 +134,19 @@ install_distq() {
   echo "$sources" > "$stamp"
 }
 
-install_debian_packages
-create_venv
-install_python_packages
-build_horovod_wheel
-install_distq
+declare -A STEP_FUNCTIONS=(
+  [system]=install_debian_packages [venv]=create_venv [python]=install_python_packages
+  [horovod]=build_horovod_wheel [distq]=install_distq
+)
+STEPS=("$@")
+[ ${#STEPS[@]} -gt 0 ] || STEPS=(system venv python horovod distq)
+for step in "${STEPS[@]}"; do
+  if [ -z "${STEP_FUNCTIONS[$step]:-}" ]; then
+    echo "setup.sh: unknown step '$step' (steps: system venv python horovod distq)" >&2
+    exit 2
+  fi
+done
+for step in "${STEPS[@]}"; do
+  "${STEP_FUNCTIONS[$step]}"
+done
 log "ready: $VENV"

@@ -13,19 +13,40 @@ from tests.launch import ROOT, horovodrun
 
 
 def test_digits_example_runs_and_saves(tmp_path) -> None:
-    output = horovodrun(ROOT / "examples/pytorch_digits.py", "gloo", "--epochs", "1", "--out", str(tmp_path))
+    output = horovodrun(ROOT / "examples/pytorch_digits.py", "gloo", "--epochs", "1", "--out", str(tmp_path),
+                        "--logdir", str(tmp_path / "tb"))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [run["compression"] for run in summary["runs"]] == ["none", "distq"]
     assert (tmp_path / "distq.pt").exists() and "saved:" in output
+    check_telemetry(tmp_path / "tb")
+
+
+def check_telemetry(logdir) -> None:
+    """Rank 0 logged DistQ's step totals once per step of the DistQ run, and nothing for the dense run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    assert sorted(path.name for path in logdir.iterdir()) == ["distq"]
+    events = EventAccumulator(str(logdir / "distq"), size_guidance={"scalars": 0, "tensors": 0})  # keep all
+    events.Reload()
+    tag = "distq/step/bytes_fraction"
+    if tag in events.Tags()["scalars"]:  # torch's SummaryWriter
+        logged = [(scalar.step, scalar.value) for scalar in events.Scalars(tag)]
+    else:  # tf.summary writes tensors
+        logged = [(event.step, float(make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
+    assert [step for step, _ in logged] == list(range(len(logged))) and len(logged) > 5, logged
+    assert all(0 < value < 0.5 for _, value in logged), logged
 
 
 def test_tensorflow_digits_example_runs_and_saves(tmp_path) -> None:
-    output = horovodrun(ROOT / "examples/tensorflow2_digits.py", "gloo", "--epochs", "1", "--out", str(tmp_path))
+    output = horovodrun(ROOT / "examples/tensorflow2_digits.py", "gloo", "--epochs", "1", "--out", str(tmp_path),
+                        "--logdir", str(tmp_path / "tb"))
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [run["compression"] for run in summary["runs"]] == ["none", "distq"]
     # One trace (two on the first call, which creates variables), not one per step.
     assert all(run["traces"] <= 2 for run in summary["runs"]), summary
     assert (tmp_path / "distq.index").exists() and "saved:" in output
+    check_telemetry(tmp_path / "tb")
 
 
 def test_package_import_leaves_out_benchmark_dependencies() -> None:

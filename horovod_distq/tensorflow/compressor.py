@@ -140,6 +140,11 @@ class DistQ(DistQCompressor, tf.Module):
         with named_like_gradient(tensor) as name:
             return tf.ones([1], tf.float32, name=name)
 
+    def _write_scalars(self, writer: tf.summary.SummaryWriter, scalars: dict[str, float], step: int) -> None:
+        with writer.as_default():
+            for tag, value in scalars.items():
+                tf.summary.scalar(tag, value, step=step)
+
     def _scatter_scaled(
         self, ctx: SparseContext, indices: tf.Tensor, values: tf.Tensor, placeholder: tf.Tensor, size: int
     ) -> tf.Tensor:

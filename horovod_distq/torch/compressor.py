@@ -80,6 +80,10 @@ class DistQ(DistQCompressor):
     def _placeholder(self, tensor: torch.Tensor) -> torch.Tensor:
         return torch.ones(1, dtype=torch.float32, device=tensor.device)
 
+    def _write_scalars(self, writer: Any, scalars: dict[str, float], step: int) -> None:
+        for tag, value in scalars.items():
+            writer.add_scalar(tag, value, step)
+
     def _scatter_scaled(
         self, ctx: SparseContext, indices: torch.Tensor, values: torch.Tensor, placeholder: torch.Tensor, size: int
     ) -> torch.Tensor:

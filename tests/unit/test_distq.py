@@ -321,3 +321,23 @@ def test_an_elastic_state_commits_and_restores_distq() -> None:
     state.restore()
     assert torch.equal(compression.memory.residual("w"), committed)
     round_trip(compression, torch.randn(5000))  # the interrupted step's pairs are gone: no "compressed twice"
+
+
+def test_log_to_writes_the_last_steps_stats_to_tensorboard(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    compression = DistQ(ratio=0.01)
+    with SummaryWriter(str(tmp_path)) as writer:
+        for step in range(3):
+            round_trip(compression, torch.randn(5000))
+            written = compression.log_to(writer, step)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    stats = compression.stats["w"]
+    for tag, expected in (("distq/w/selected", stats.selected), ("distq/w/achieved_ratio", stats.achieved_ratio),
+                          ("distq/w/threshold", stats.threshold), ("distq/step/bytes_sent", compression.bytes_sent)):
+        logged = events.Scalars(tag)
+        assert [s.step for s in logged] == [0, 1, 2], tag
+        assert logged[-1].value == pytest.approx(expected, rel=1e-6) == written[tag], tag
+    assert written["distq/step/bytes_fraction"] == pytest.approx(compression.bytes_sent / (5000 * 4))

@@ -241,3 +241,22 @@ class TestDistQState:
             for n in (5000, 3000):
                 reduce(compression, tf.constant(reference.gradient_like(n, "float32")))
         assert sorted(compression.controller.loops) == ["unnamed.0.3000", "unnamed.0.5000"]
+
+
+def test_log_to_writes_the_last_steps_stats_to_tensorboard(tmp_path) -> None:
+    compression = distq_tf.DistQ(ratio=0.01)
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    for step in range(3):
+        reduce(compression, tf.constant(reference.gradient_like(5000, "float32")), name="w")
+        written = compression.log_to(writer, step)
+    writer.close()
+    logged: dict[str, list[tuple[int, float]]] = {}
+    for path in tmp_path.iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                logged.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    stats = compression.stats["w"]
+    for tag, expected in (("distq/w/selected", stats.selected), ("distq/w/threshold", stats.threshold),
+                          ("distq/step/bytes_sent", compression.bytes_sent)):
+        assert [step for step, _ in logged[tag]] == [0, 1, 2], tag
+        assert logged[tag][-1][1] == pytest.approx(expected, rel=1e-6) == written[tag], tag

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     e = suites.add_parser("e2e", help="2 workers on a shaped loopback: step time and loss per method")
     e.add_argument("--bandwidths", nargs="+", default=list(e2e.BANDWIDTHS))
     e.add_argument("--models", nargs="+", default=list(e2e.MODELS))
-    e.add_argument("--methods", nargs="+", default=None)
+    e.add_argument("--methods", nargs="+", default=None,
+                   help="Horovod methods and DDP methods (ddp-*); default: all of both")
     e.add_argument("--steps", type=int, default=30)
     e.add_argument("--ratio", type=float, default=0.01)
     q = suites.add_parser("quality", help="achieved/target of each family on real gradients")

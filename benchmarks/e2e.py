@@ -1,8 +1,9 @@
-"""End-to-end suite: 2 Horovod workers on a loopback shaped to a bandwidth, per method.
+"""End-to-end suite: 2 workers on a loopback shaped to a bandwidth, per method, under Horovod and under DDP.
 
 The suite creates its own network namespace (``ip netns add``), brings its loopback up with a
 9000-byte MTU and shapes it with a token-bucket filter (``tc ... tbf rate R``), then runs
-``horovodrun -np 2 -H localhost:2`` inside it: all traffic stays on 127.0.0.1 of that namespace.
+``horovodrun -np 2 -H localhost:2`` (Horovod's methods) and ``torchrun --nproc_per_node 2`` (DDP's,
+named ``ddp-*``) inside it: all traffic stays on 127.0.0.1 of that namespace.
 It needs root and iproute2, and says so when it lacks them. The namespace is removed afterwards.
 """
 
@@ -53,12 +54,19 @@ def shaped_namespace(rate: str) -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def run_model(namespace: str, model: str, methods: list[str], steps: int, ratio: float, timeout: float) -> list[dict]:
-    horovodrun = str(Path(sys.executable).with_name("horovodrun"))
+def run_model(namespace: str, engine: str, model: str, methods: list[str], steps: int, ratio: float,
+              timeout: float) -> list[dict]:
+    """Runs one engine's ``methods`` on ``model`` with 2 workers inside ``namespace``: Horovod
+    (``horovodrun``, Gloo) or DDP (``torchrun``, Gloo)."""
+    launchers = {
+        "horovod": [str(Path(sys.executable).with_name("horovodrun")), "-np", "2", "-H", "localhost:2", "--gloo",
+                    sys.executable, "-m", "benchmarks.e2e_worker"],
+        "ddp": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+                "benchmarks.ddp_worker"],
+    }
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "results.json"
-        command = ["ip", "netns", "exec", namespace, horovodrun, "-np", "2", "-H", "localhost:2", "--gloo",
-                   sys.executable, "-m", "benchmarks.e2e_worker", "--model", model, "--steps", str(steps),
+        command = ["ip", "netns", "exec", namespace, *launchers[engine], "--model", model, "--steps", str(steps),
                    "--ratio", str(ratio), "--out", str(out), "--methods", *methods]
         # The workers import benchmarks.* and examples.*: from the repository root, whatever the caller's cwd.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -68,29 +76,43 @@ def run_model(namespace: str, model: str, methods: list[str], steps: int, ratio:
         return json.loads(out.read_text())
 
 
+def all_methods() -> list[str]:
+    """Every method of both engines: Horovod's, then DDP's (named ``ddp-*``)."""
+    from benchmarks import ddp_worker, e2e_worker
+
+    return [*e2e_worker.METHODS, *ddp_worker.METHODS]
+
+
 def run(bandwidths: tuple[str, ...] = BANDWIDTHS, models: tuple[str, ...] = MODELS, methods: list[str] | None = None,
         steps: int = 30, ratio: float = 0.01, timeout: float = 1200) -> list[dict]:
     """Runs every model at every bandwidth; one record per (bandwidth, model, method)."""
-    from benchmarks.e2e_worker import METHODS
-
+    methods = list(methods or all_methods())
+    engines = {"horovod": [m for m in methods if not m.startswith("ddp-")],
+               "ddp": [m for m in methods if m.startswith("ddp-")]}
     records = []
     for bandwidth in bandwidths:
         with shaped_namespace(bandwidth) as namespace:
             for model in models:
-                for record in run_model(namespace, model, list(methods or METHODS), steps, ratio, timeout):
-                    records.append({"bandwidth": bandwidth, "ratio": ratio, **record})
+                for engine, chosen in engines.items():
+                    if not chosen:
+                        continue
+                    for record in run_model(namespace, engine, model, chosen, steps, ratio, timeout):
+                        records.append({"bandwidth": bandwidth, "ratio": ratio, **record})
     return records
 
 
 def report(records: list[dict]) -> str:
+    """One line per record; its step time relative to its own engine's dense and fp16 runs."""
     lines = [f"{'bandwidth':>9} {'model':<11} {'method':<15} {'step ms':>9} {'x dense':>8} {'x fp16':>7} "
              f"{'loss':>7} {'loss/dense':>10} {'bytes/step':>11}"]
     for r in records:
-        same = [x for x in records if x["bandwidth"] == r["bandwidth"] and x["model"] == r["model"]]
-        dense = next(x for x in same if x["method"] == "dense")
-        fp16 = next((x for x in same if x["method"] == "fp16"), None)
+        prefix = "ddp-" if r.get("engine") == "ddp" else ""
+        same = {x["method"]: x for x in records if x["bandwidth"] == r["bandwidth"] and x["model"] == r["model"]}
+        dense, fp16 = same.get(prefix + "dense"), same.get(prefix + "fp16")
+        vs_dense = f"{r['step_ms_median'] / dense['step_ms_median']:.2f}" if dense else "-"
         vs_fp16 = f"{r['step_ms_median'] / fp16['step_ms_median']:.2f}" if fp16 else "-"
+        loss_vs_dense = f"{r['final_loss'] / dense['final_loss']:.3f}" if dense else "-"
         lines.append(f"{r['bandwidth']:>9} {r['model']:<11} {r['method']:<15} {r['step_ms_median']:>9.1f} "
-                     f"{r['step_ms_median'] / dense['step_ms_median']:>8.2f} {vs_fp16:>7} {r['final_loss']:>7.4f} "
-                     f"{r['final_loss'] / dense['final_loss']:>10.3f} {r['bytes_sent_last_step']:>11}")
+                     f"{vs_dense:>8} {vs_fp16:>7} {r['final_loss']:>7.4f} {loss_vs_dense:>10} "
+                     f"{r['bytes_sent_last_step']:>11}")
     return "\n".join(lines)

@@ -61,6 +61,7 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
     numels = [p.numel() for p in model.parameters()]
     return {
+        "engine": "horovod",
         "method": method,
         "model": args.model,
         "parameters": sum(numels),
@@ -71,10 +72,11 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def arguments(description: str, methods: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The command line of an end-to-end worker (this one, and the DDP one in ``benchmarks.ddp_worker``)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", choices=sorted(MODELS), required=True)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=methods)
     parser.add_argument("--ratio", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
@@ -83,6 +85,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__, METHODS)
     args = parser.parse_args()
     hvd.init()
     torch.set_num_threads(1)

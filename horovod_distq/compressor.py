@@ -222,6 +222,9 @@ class DistQCompressor(ABC):
         >>> compression.stats["fc.weight"].achieved_ratio
     """
 
+    # Bytes of what compress() hands back for a sparse gradient, which the caller allreduces.
+    placeholder_bytes = PLACEHOLDER_BYTES
+
     def __init__(
         self,
         ratio: float,
@@ -322,7 +325,7 @@ class DistQCompressor(ABC):
                 numel=layout.numel,
                 selected=selected,
                 threshold=threshold,
-                bytes_sent=self.exchange.tensor_header_bytes + layout.segment_bytes(selected) + PLACEHOLDER_BYTES,
+                bytes_sent=self.exchange.tensor_header_bytes + layout.segment_bytes(selected) + self.placeholder_bytes,
                 dense_bytes=layout.numel * DTYPE_BYTES[layout.gradient_dtype],
             )
         return result

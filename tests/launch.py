@@ -1,4 +1,5 @@
-"""Runs a script, or a pytest file on every rank, under ``horovodrun -np 2`` on this machine, with Gloo or MPI."""
+"""Runs a script, or a pytest file on every rank, under ``horovodrun -np 2`` on this machine, with Gloo or MPI,
+or under ``torchrun --nproc_per_node 2``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ CONTROLLERS = {
 # under Gloo; ``[1,1]<stdout>:`` (job, rank) under Open MPI's --tag-output, before each piece it
 # reads, which may be part of a line, so that two ranks' pieces can share a line.
 OUTPUT_TAG = re.compile(r"\[(?:\d+,)?(\d+)\]<(stdout|stderr)>:")
+# What torchrun --tee puts before each piece of a worker's output (a line, or less): ``[default1]:``.
+TORCHRUN_TAG = re.compile(r"\[default(\d+)\]:")
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 # pytest's last line, e.g. ``3 failed, 9 passed, 1 warning in 12.34s`` (framed by '=' without -q).
 PYTEST_SUMMARY = re.compile(r"^=* ?(?P<counts>no tests ran|\d+ \w+(?:, \d+ \w+)*) in \d+(?:\.\d+)?s\b")
@@ -41,13 +44,35 @@ def pytest_on_every_rank(check: str | Path, controller: str, *, passed: int, tim
     Fails the calling test unless the run exits 0 and every rank reports exactly ``passed`` passed
     tests and no failure or error: a test that stops being collected fails here too.
     """
+    command, stdout, stderr, problem = _launch(_pytest_command(check), controller, timeout)
+    _check_every_rank_passed(check, command, ranks_stdout(stdout), stderr, problem, passed)
+    return stdout + stderr
+
+
+def pytest_under_torchrun(check: str | Path, *, passed: int, timeout: float = 300) -> str:
+    """As :func:`pytest_on_every_rank`, under ``torchrun --standalone --nproc_per_node 2`` (torch.distributed)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={RANKS}", "--tee=1",
+                "-m"]
+    command, stdout, stderr, problem = run_until([*launcher, *_pytest_command(check)[2:]], timeout)
+    parts = TORCHRUN_TAG.split(stdout)  # text before the first tag, then (rank, text) for each tag
+    streams: defaultdict[int, str] = defaultdict(str)
+    for rank, text in zip(parts[1::2], parts[2::2]):
+        streams[int(rank)] += text
+    _check_every_rank_passed(check, command, dict(streams), stderr, problem, passed)
+    return stdout + stderr
+
+
+def _pytest_command(check: str | Path) -> list[str]:
     check = Path(check).resolve().relative_to(ROOT)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", str(check)]
-    command, stdout, stderr, problem = _launch(command, controller, timeout)
-    streams = {rank: COLOUR.sub("", text) for rank, text in ranks_stdout(stdout).items()}
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", str(check)]
+
+
+def _check_every_rank_passed(check: str | Path, command: list[str], stdout_by_rank: dict[int, str], stderr: str,
+                             problem: str | None, passed: int) -> None:
+    streams = {rank: COLOUR.sub("", text) for rank, text in stdout_by_rank.items()}
     report = "".join(f"\n--- rank {rank}, pytest's report ---\n{_excerpt(_from_failures(text))}"
                      for rank, text in sorted(streams.items()))
-    report += f"\n--- horovodrun's standard error, the end ---\n{stderr[-1500:]}"
+    report += f"\n--- the launcher's standard error, the end ---\n{stderr[-1500:]}"
     assert problem is None, f"{' '.join(command)} {problem}:{report}"
     summaries = [
         (rank, summary["counts"])
@@ -64,7 +89,6 @@ def pytest_on_every_rank(check: str | Path, controller: str, *, passed: int, tim
         assert outcomes["passed"] == passed and not bad, (
             f"{check}: rank {rank} reported '{counts}', expected {passed} passed:{report}"
         )
-    return stdout + stderr
 
 
 def ranks_stdout(output: str) -> dict[int, str]:

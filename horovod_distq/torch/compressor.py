@@ -1,4 +1,5 @@
-"""DistQ for PyTorch: the compressor ``hvd.DistributedOptimizer(compression=...)`` accepts."""
+"""DistQ for PyTorch: the compressor ``hvd.DistributedOptimizer(compression=...)`` accepts, and the
+torch tensor operations it shares with the DDP hook."""
 
 from __future__ import annotations
 
@@ -16,38 +17,12 @@ from horovod_distq.torch.naming import ParameterNames
 from horovod_distq.torch.ops import sparsify
 
 
-class DistQ(DistQCompressor):
-    __doc__ = DistQCompressor.__doc__ + """
-    PyTorch: the pairs of all gradients of a step travel in one Horovod allgather (ranks may
-    compress in different orders). Error feedback is keyed by the parameter names the optimizer
-    was given (``named_parameters=``); ``state_dict()`` holds the residuals and the closed-loop state
-    as tensors, for ``torch.save``.
-
-    Args (besides the above):
-        process_set: the process set the optimizer uses (Horovod does not tell compressors).
-
-    Example:
-        >>> state = compression.state_dict(all_ranks=True)   # every rank; rank 0 saves it
-        >>> if hvd.rank() == 0:
-        ...     torch.save({"model": model.state_dict(), "distq": state}, path)
-    """
+class TorchCompressor(DistQCompressor):
+    """DistQ's tensor operations on torch tensors, under any exchange: the Horovod compressor
+    (:class:`DistQ`) and the DDP hook's state (``horovod_distq.torch.ddp.DistQState``) add theirs."""
 
     _sparsify = staticmethod(sparsify)
     _encode = staticmethod(encode)
-
-    def __init__(
-        self, ratio: float, *args: Any, process_set: hvd.ProcessSet = hvd.global_process_set, **kwargs: Any
-    ) -> None:
-        super().__init__(ratio, *args, **kwargs)
-        self.names = ParameterNames()
-        self.memory = ErrorFeedback()
-        self.controller = RatioController(self.config.ratio)
-        self.exchange = StepExchange(process_set)
-
-    @property
-    def last_round(self) -> RoundStats | None:
-        """The last exchange round on this rank: tensors, bytes sent and received."""
-        return self.exchange.last_round
 
     def _is_parameter(self, tensor: torch.Tensor) -> bool:
         return tensor.requires_grad
@@ -91,3 +66,34 @@ class DistQ(DistQCompressor):
         dense = torch.zeros(ctx.shape.numel(), dtype=dtype, device=placeholder.device)
         dense.index_add_(0, indices, values.to(dtype) * (placeholder.to(dtype) / size))
         return dense.view(ctx.shape).to(ctx.dtype)
+
+
+class DistQ(TorchCompressor):
+    __doc__ = DistQCompressor.__doc__ + """
+    PyTorch: the pairs of all gradients of a step travel in one Horovod allgather (ranks may
+    compress in different orders). Error feedback is keyed by the parameter names the optimizer
+    was given (``named_parameters=``); ``state_dict()`` holds the residuals and the closed-loop state
+    as tensors, for ``torch.save``.
+
+    Args (besides the above):
+        process_set: the process set the optimizer uses (Horovod does not tell compressors).
+
+    Example:
+        >>> state = compression.state_dict(all_ranks=True)   # every rank; rank 0 saves it
+        >>> if hvd.rank() == 0:
+        ...     torch.save({"model": model.state_dict(), "distq": state}, path)
+    """
+
+    def __init__(
+        self, ratio: float, *args: Any, process_set: hvd.ProcessSet = hvd.global_process_set, **kwargs: Any
+    ) -> None:
+        super().__init__(ratio, *args, **kwargs)
+        self.names = ParameterNames()
+        self.memory = ErrorFeedback()
+        self.controller = RatioController(self.config.ratio)
+        self.exchange = StepExchange(process_set)
+
+    @property
+    def last_round(self) -> RoundStats | None:
+        """The last exchange round on this rank: tensors, bytes sent and received."""
+        return self.exchange.last_round

@@ -14,6 +14,7 @@ import bisect
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import horovod.torch as hvd
 import torch
@@ -38,32 +39,22 @@ class RoundStats:
     bytes_received: int
 
 
-class StepExchange:
-    """Queues each tensor's pairs and exchanges all of them in one grouped allgather.
+class RoundQueue:
+    """The pairs a step submitted, and every rank's pairs once a round has gathered them.
 
-    Args:
-        process_set: the Horovod process set the optimizer reduces over.
-
-    Example:
-        >>> exchange.submit(queued)                 # in compress()
-        >>> indices, values = exchange.collect(ctx)  # in decompress(): every rank's pairs
+    What the Horovod exchange (:class:`StepExchange`) and the DDP hook's
+    (``horovod_distq.torch.ddp_exchange``) share; they differ in the collectives that gather a round.
     """
 
     # One header per round, not per tensor (see bytes accounting in horovod_distq.compressor).
     tensor_header_bytes = 0
 
-    __slots__ = ("_pending", "_results", "last_round", "process_set")
+    __slots__ = ("_pending", "_results", "last_round")
 
-    def __init__(self, process_set: hvd.ProcessSet = hvd.global_process_set) -> None:
-        self.process_set = process_set
+    def __init__(self) -> None:
         self._pending: dict[str, QueuedTensor] = {}
         self._results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.last_round: RoundStats | None = None
-
-    @staticmethod
-    def round_header_bytes(tensors: int) -> int:
-        """Bytes of this rank's header in a step that compressed ``tensors`` tensors."""
-        return wire.header_bytes(tensors) if tensors else 0
 
     def submit(self, queued: QueuedTensor) -> None:
         """Queues one tensor's pairs for the step's round."""
@@ -80,6 +71,63 @@ class StepExchange:
         """Forgets the step's pairs not yet collected (an interrupted step)."""
         self._pending.clear()
         self._results.clear()
+
+    def _take_round(self) -> PackedRound:
+        """Empties the queue into one round: its tensors in name order, this rank's header and payload."""
+        names = sorted(self._pending)
+        queued = [self._pending[n] for n in names]
+        self._pending = {}
+        layout = wire.RoundLayout(tuple(q.layout for q in queued))
+        return PackedRound(names, layout, *pack_round(layout, [q.pairs for q in queued]))
+
+    def _store_round(
+        self, packed: PackedRound, ranks: int, gathered_header: torch.Tensor, gathered_payload: torch.Tensor
+    ) -> None:
+        """Parses a gathered round (every rank's headers and payloads) and keeps each tensor's pairs."""
+        results = parse_round(packed.layout, ranks, gathered_header, gathered_payload)
+        self._results.update(zip(packed.names, results))
+        sent = packed.header.numel() + packed.payload.numel()
+        received = gathered_header.numel() + gathered_payload.numel() - sent
+        self.last_round = RoundStats(len(packed.names), sent, received)
+
+
+class PackedRound(NamedTuple):
+    """One round as this rank sends it.
+
+    Attributes:
+        names: the round's tensor names, in the order they travel.
+        layout: their layouts.
+        header: this rank's header (uint8).
+        payload: this rank's payload (uint8).
+    """
+
+    names: list[str]
+    layout: wire.RoundLayout
+    header: torch.Tensor
+    payload: torch.Tensor
+
+
+class StepExchange(RoundQueue):
+    """Queues each tensor's pairs and exchanges all of them in one Horovod grouped allgather.
+
+    Args:
+        process_set: the Horovod process set the optimizer reduces over.
+
+    Example:
+        >>> exchange.submit(queued)                 # in compress()
+        >>> indices, values = exchange.collect(ctx)  # in decompress(): every rank's pairs
+    """
+
+    __slots__ = ("process_set",)
+
+    def __init__(self, process_set: hvd.ProcessSet = hvd.global_process_set) -> None:
+        super().__init__()
+        self.process_set = process_set
+
+    @staticmethod
+    def round_header_bytes(tensors: int) -> int:
+        """Bytes of this rank's header in a step that compressed ``tensors`` tensors."""
+        return wire.header_bytes(tensors) if tensors else 0
 
     def gather_bytes(self, payload: bytes) -> bytes:
         """Every rank's ``payload`` concatenated in rank order (one allgather, for state_dict)."""
@@ -101,20 +149,14 @@ class StepExchange:
         return self._results.pop(name)
 
     def _flush(self) -> None:
-        names = sorted(self._pending)
-        queued = [self._pending[n] for n in names]
-        self._pending = {}
-        round_layout = wire.RoundLayout(tuple(q.layout for q in queued))
-        header, payload = pack_round(round_layout, [q.pairs for q in queued])
+        packed = self._take_round()
         # One name for every round: a worker that joins an elastic job mid-training must name its
         # first round as the others name their n-th. Rounds never overlap (each is waited for here,
         # and one DistQ serves one training loop), so the name is never in use twice at once.
-        handle = hvd.grouped_allgather_async([header, payload], name="distq.round", process_set=self.process_set)
-        gathered_header, gathered_payload = hvd.synchronize(handle)
-        results = parse_round(round_layout, self.process_set.size(), gathered_header, gathered_payload)
-        self._results.update(zip(names, results))
-        sent = header.numel() + payload.numel()
-        self.last_round = RoundStats(len(names), sent, gathered_header.numel() + gathered_payload.numel() - sent)
+        handle = hvd.grouped_allgather_async(
+            [packed.header, packed.payload], name="distq.round", process_set=self.process_set
+        )
+        self._store_round(packed, self.process_set.size(), *hvd.synchronize(handle))
 
 
 def pack_round(round_layout: wire.RoundLayout, pairs: Sequence[EncodedPairs]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,13 +13,12 @@ import copy
 from collections.abc import Iterator
 
 import horovod.torch as hvd
-import numpy as np
 import pytest
 import torch
 
-from horovod_distq.torch import DistQ, sparsify
-from tests import reference
+from horovod_distq.torch import DistQ
 from tests.parallel.common import assert_identical_on_every_rank
+from tests.torch_reference import selected_part
 
 RATIO = 0.05
 ENCODINGS = ("float32", "float16", "bfloat16", "sign")
@@ -52,19 +51,6 @@ def all_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
     """Every rank's copy of a tensor, by a dense allgather."""
     gathered = hvd.allgather(tensor.unsqueeze(0), name=None)
     return list(gathered)
-
-
-def selected_part(tensor: torch.Tensor, compression: DistQ, ratio: float | None = None) -> torch.Tensor:
-    """Dense tensor holding what the reference rule selects from ``tensor`` (as decoded), zeros elsewhere.
-
-    ``ratio``: the ratio the fit ran at (the closed loop's, when it is on); the target by default.
-    """
-    fitted = sparsify(tensor, ratio or compression.config.ratio, compression.config.distribution)
-    flat = tensor.reshape(-1).numpy()
-    mask = reference.selection_mask(flat, float(fitted.center), float(fitted.threshold))
-    dense = np.zeros_like(flat)
-    dense[mask] = reference.decoded_values(flat[mask], compression.config.value_encoding)
-    return torch.from_numpy(dense).view_as(tensor)
 
 
 def expected_reduction(contributions: list[torch.Tensor], scale: float) -> torch.Tensor:

@@ -1,0 +1,155 @@
+"""The DDP hook's exchange: one round of pairs per gradient bucket, over a torch.distributed process group.
+
+Horovod's allgather takes a different size from each rank; torch.distributed's does not (Gloo and
+NCCL need equal sizes, and do not check them: a mismatch can hang). So a bucket's round takes
+two collectives on its way: an allgather of each rank's sizes (:data:`SIZE_FIELDS` int64), then
+one allgather of header and payload, each rank's padded to the largest rank's bytes, beside the
+allreduce of the bucket's dense gradients. The sizes carry the dense length and the settings'
+agreement key too, so ranks that disagree fail on every rank before any collective whose sizes
+would differ. The header and payload are then cut out of the padding and parsed as Horovod's
+exchange parses them (:func:`horovod_distq.torch.exchange.parse_round`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from horovod_distq import wire
+from horovod_distq.compressor import SparseContext
+from horovod_distq.config import DistQConfig
+from horovod_distq.torch.exchange import PackedRound, RoundQueue
+
+# Per rank and round: header bytes, payload bytes, dense entries, settings agreement key.
+SIZE_FIELDS = 4
+
+
+class GroupMembers:
+    """``size()`` and ``rank()`` of a process group, as the neutral layer asks a Horovod process set.
+
+    Args:
+        group: a ``torch.distributed`` process group; None for the default one.
+    """
+
+    __slots__ = ("group",)
+
+    def __init__(self, group: dist.ProcessGroup | None = None) -> None:
+        self.group = group
+
+    def size(self) -> int:
+        return dist.get_world_size(self.group)
+
+    def rank(self) -> int:
+        return dist.get_rank(self.group)
+
+
+class ProcessGroupExchange(RoundQueue):
+    """Exchanges each bucket's pairs, and allreduces its dense gradients, over a process group.
+
+    Args:
+        process_group: the group DDP reduces over; None for the default one.
+
+    Example:
+        >>> exchange.submit(queued)                       # compress() of each sparse gradient
+        >>> done = exchange.start_round(dense, config, last_of_step=True)  # Future of the dense sum
+        >>> indices, values = exchange.collect(ctx)       # once ``done`` has completed
+    """
+
+    __slots__ = ("_rounds_last_step", "_rounds_this_step", "process_set")
+
+    def __init__(self, process_group: dist.ProcessGroup | None = None) -> None:
+        super().__init__()
+        self.process_set = GroupMembers(process_group)
+        self._rounds_this_step = 0
+        self._rounds_last_step = 0
+
+    def round_header_bytes(self, tensors: int) -> int:
+        """Bytes of this rank's sizes and headers in the last step, which compressed ``tensors``
+        tensors in as many rounds as it had buckets."""
+        per_round = (SIZE_FIELDS + wire.HEADER_FIELDS) * wire.HEADER_ITEM_BYTES
+        return self._rounds_last_step * per_round + tensors * wire.HEADER_ITEM_BYTES
+
+    def gather_bytes(self, payload: bytes) -> bytes:
+        """Every rank's ``payload`` concatenated in rank order (for ``state_dict(all_ranks=True)``)."""
+        gathered: list[bytes | None] = [None] * self.process_set.size()
+        dist.all_gather_object(gathered, payload, group=self.process_set.group)
+        return b"".join(gathered)  # type: ignore[arg-type]
+
+    def collect(self, ctx: SparseContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """All ranks' pairs of one tensor of a round that :meth:`start_round` has completed."""
+        return self._results.pop(ctx.queued.layout.name)
+
+    def start_round(
+        self, dense: torch.Tensor, config: DistQConfig, last_of_step: bool
+    ) -> torch.futures.Future[torch.Tensor]:
+        """Starts one bucket's round: the queued pairs, and the allreduce of its dense gradients.
+
+        Waits for the sizes (a few bytes per rank) before it returns; the other collectives run on.
+
+        Args:
+            dense: the bucket's dense gradients, flattened and concatenated (allreduced in place).
+            config: the compressor's settings, whose ``agreement_key()`` ranks must share.
+            last_of_step: the step's last bucket (for the bytes accounting).
+
+        Returns:
+            A future of ``dense`` summed over the ranks, completed once every rank's pairs of
+            the round can be collected; it fails on every rank, with
+            ``horovod_distq.DistQExchangeError``, when the gathered pairs break the format.
+
+        Raises:
+            ValueError: on every rank, when ranks disagree on settings or on the dense length.
+        """
+        packed = self._take_round()
+        self._count_round(last_of_step)
+        group = self.process_set.group
+        ranks = self.process_set.size()
+        own = [packed.header.numel(), packed.payload.numel(), dense.numel(), config.agreement_key()]
+        sizes = _all_gather(torch.tensor(own, dtype=torch.int64, device=dense.device), group)
+        # The one host read of the round: the sizes decide the next collective's size.
+        rows = sizes.view(ranks, SIZE_FIELDS).tolist()
+        config.check_agreement([key for *_, key in rows])
+        _check_dense_lengths(rows, dense.numel())
+        works = [dist.all_reduce(dense, group=group, async_op=True)] if dense.numel() else []
+        gathered = None
+        if any(header > wire.header_bytes(0) for header, *_ in rows):
+            capacity = max(header + payload for header, payload, *_ in rows)
+            padded = torch.zeros(capacity, dtype=torch.uint8, device=dense.device)
+            padded[: packed.header.numel()] = packed.header
+            padded[packed.header.numel() : packed.header.numel() + packed.payload.numel()] = packed.payload
+            gathered = padded.new_empty(ranks * capacity)
+            works.append(dist.all_gather_into_tensor(gathered, padded, group=group, async_op=True))
+
+        def finish(done: torch.futures.Future) -> torch.Tensor:
+            for future in done.value():
+                future.value()  # raises what a collective raised
+            if gathered is not None:
+                self._store_gathered(packed, rows, gathered.view(ranks, -1))
+            return dense
+
+        return torch.futures.collect_all([work.get_future() for work in works]).then(finish)
+
+    def _store_gathered(self, packed: PackedRound, rows: list[list[int]], gathered: torch.Tensor) -> None:
+        headers = torch.cat([rank[:header] for rank, (header, *_) in zip(gathered, rows)])
+        payloads = torch.cat([rank[header : header + payload] for rank, (header, payload, *_) in zip(gathered, rows)])
+        self._store_round(packed, len(rows), headers, payloads)
+
+    def _count_round(self, last_of_step: bool) -> None:
+        self._rounds_this_step += 1
+        if last_of_step:
+            self._rounds_last_step, self._rounds_this_step = self._rounds_this_step, 0
+
+
+def _all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+    gathered = tensor.new_empty(dist.get_world_size(group) * tensor.numel())
+    dist.all_gather_into_tensor(gathered, tensor, group=group)
+    return gathered
+
+
+def _check_dense_lengths(rows: list[list[int]], dense_numel: int) -> None:
+    """Raises on every rank (all hold the same ``rows``) unless the ranks' dense allreduces match."""
+    dense = [entries for _, _, entries, _ in rows]
+    if len(set(dense)) > 1:
+        raise ValueError(
+            f"DistQ: ranks send different numbers of a bucket's entries dense ({dense} by rank; this rank "
+            f"{dense_numel}): each rank must wrap the same model in DDP. Give every rank the same DistQ settings."
+        )

@@ -1,0 +1,239 @@
+"""Checks DistQ's DDP communication hook under ``torchrun --nproc_per_node 2`` with Gloo.
+
+Every rank runs this file with pytest (tests/test_ddp.py). Each test compares what DDP produced
+with an independent dense computation: each rank's raw gradients come from plain autograd on an
+unwrapped copy of the model, are exchanged with a dense allgather, and the expected result is
+built from them with the NumPy reference selection rule.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from horovod_distq.torch.ddp import DistQState, distq_hook
+from tests.parallel.common import DISAGREEING_SETTINGS, SETTINGS_MESSAGE, assert_identical_on_every_rank
+from tests.torch_reference import selected_part
+
+RATIO = 0.05
+ENCODINGS = ("float32", "float16", "bfloat16", "sign")
+# Small buckets, so that a step has several (from the second step on: DDP rebuilds its buckets after the first).
+BUCKET_CAP_MB = 0.001
+
+
+class Net(torch.nn.Module):
+    """Two sparse weights (8192 and 1280 entries), two dense biases; optionally a branch no loss reaches."""
+
+    def __init__(self, unused_branch: bool = False) -> None:
+        super().__init__()
+        self.hidden = torch.nn.Linear(64, 128)
+        self.out = torch.nn.Linear(128, 10)
+        self.unused = torch.nn.Linear(64, 32) if unused_branch else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.hidden(x)))
+
+
+def make_model(unused_branch: bool = False) -> Net:
+    torch.manual_seed(0)  # identical initial parameters on every rank
+    return Net(unused_branch)
+
+
+def wrap(model: torch.nn.Module, state: DistQState, **ddp_options) -> DistributedDataParallel:
+    ddp = DistributedDataParallel(model, bucket_cap_mb=BUCKET_CAP_MB, **ddp_options)
+    ddp.register_comm_hook(state, distq_hook)
+    return ddp
+
+
+def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1000 * dist.get_rank() + step)
+    return torch.randn(32, 64, generator=generator), torch.randint(0, 10, (32,), generator=generator)
+
+
+def loss_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(model(x), y)
+
+
+def raw_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """This rank's gradients by plain autograd on a copy of ``model``: no DDP, no hook."""
+    shadow = copy.deepcopy(model)
+    names, params = zip(*shadow.named_parameters())
+    grads = torch.autograd.grad(loss_of(shadow, x, y), params, allow_unused=True)
+    return {n: torch.zeros_like(p) if g is None else g.detach() for n, p, g in zip(names, params, grads)}
+
+
+def all_ranks(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's copy of a tensor, by a dense allgather."""
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor.contiguous())
+    return gathered
+
+
+def average(contributions: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(contributions).sum(0) / dist.get_world_size()
+
+
+def check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    if not torch.allclose(actual, expected, rtol=1e-5, atol=1e-7):
+        worst = (actual - expected).abs().max().item()
+        raise AssertionError(f"rank {dist.get_rank()}: {what}: max abs difference {worst:g}")
+
+
+def expected_average(state: DistQState, raw: dict[str, torch.Tensor], model: torch.nn.Module,
+                     ) -> dict[str, torch.Tensor]:
+    """Without error feedback or closed loop: the reference selection of every rank's gradient, averaged."""
+    expected = {}
+    for name, param in model.named_parameters():
+        ranks = all_ranks(raw[name])
+        expected[name] = average([selected_part(g, state) for g in ranks] if state.compresses(param) else ranks)
+    return expected
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_hook_matches_dense_reference(encoding: str) -> None:
+    model = make_model()
+    state = DistQState(model, ratio=RATIO, error_feedback=False, closed_loop=False, value_encoding=encoding)
+    ddp = wrap(model, state)
+    for step in range(3):  # the first step with one bucket, the others with DDP's rebuilt ones
+        x, y = batch(step)
+        raw = raw_gradients(model, x, y)
+        ddp.zero_grad()
+        loss_of(ddp, x, y).backward()
+        for name, expected in expected_average(state, raw, model).items():
+            check_close(model.get_parameter(name).grad, expected, f"{name} step {step} encoding {encoding}")
+    sparse = [name for name, p in model.named_parameters() if state.compresses(p)]
+    assert sparse == ["hidden.weight", "out.weight"]
+    assert all(state.stats[name].threshold is not None for name in sparse)
+    assert state.exchange.last_round is not None
+
+
+def test_no_sync_compresses_the_accumulated_gradient() -> None:
+    model = make_model()
+    state = DistQState(model, ratio=RATIO, error_feedback=False, closed_loop=False)
+    ddp = wrap(model, state)
+    (x0, y0), (x1, y1) = batch(0), batch(1)
+    raw = [raw_gradients(model, x0, y0), raw_gradients(model, x1, y1)]
+    with ddp.no_sync():
+        loss_of(ddp, x0, y0).backward()
+    loss_of(ddp, x1, y1).backward()
+    accumulated = {name: raw[0][name] + raw[1][name] for name in raw[0]}
+    for name, expected in expected_average(state, accumulated, model).items():
+        check_close(model.get_parameter(name).grad, expected, f"{name} after no_sync")
+
+
+def train_checking_error_feedback(model: torch.nn.Module, state: DistQState, steps: int, **ddp_options) -> list[float]:
+    """Trains ``steps`` steps, checking at each that every rank's sent part is the reference selection
+    of its accumulated gradient, that nothing is lost (sent + residual == accumulated), and that DDP
+    got the average of what the ranks sent. Returns the losses."""
+    ddp = wrap(model, state, **ddp_options)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for step in range(steps):
+        x, y = batch(step)
+        raw = raw_gradients(model, x, y)
+        before = {name: state.memory.residual(name) for name in raw}
+        before = {name: torch.zeros_like(raw[name]) if r is None else r.clone() for name, r in before.items()}
+        fit_ratios = {name: state.controller.fit_ratio(name) for name in raw}
+        optimizer.zero_grad()
+        loss = loss_of(ddp, x, y)
+        loss.backward()
+        losses.append(loss.item())
+        for name, param in model.named_parameters():
+            if param.grad is None:  # DDP leaves an unused parameter's gradient alone
+                assert not raw[name].any() and name.startswith("unused."), name
+                continue
+            if not state.compresses(param):
+                check_close(param.grad, average(all_ranks(raw[name])), f"{name} step {step}: dense average")
+                continue
+            accumulated = raw[name] + before[name]
+            residual = state.memory.residual(name)
+            sent = accumulated - residual
+            check_close(sent, selected_part(accumulated, state, fit_ratios[name]), f"{name} step {step}: sent")
+            check_close(param.grad, average(all_ranks(sent)), f"{name} step {step}: reduced gradient")
+        optimizer.step()
+    assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+    return losses
+
+
+def test_error_feedback_sends_exactly_what_it_accumulated() -> None:
+    model = make_model()
+    state = DistQState(model, ratio=RATIO)
+    losses = train_checking_error_feedback(model, state, steps=8)
+    assert losses[-1] < losses[0], losses
+    assert 0 < state.bytes_sent < sum(s.dense_bytes for s in state.stats.values()) / 3
+
+
+@pytest.mark.parametrize("options", [{"find_unused_parameters": True}, {"static_graph": True}],
+                         ids=["find_unused_parameters", "static_graph"])
+def test_ddp_graph_options(options: dict) -> None:
+    model = make_model(unused_branch=True)
+    state = DistQState(model, ratio=RATIO, min_numel=1000)  # the unused 2048-entry weight is sparse
+    train_checking_error_feedback(model, state, steps=4, **options)
+    assert state.stats["unused.weight"].selected == 0
+
+
+@pytest.mark.parametrize("setting", sorted(DISAGREEING_SETTINGS))
+def test_ranks_that_disagree_fail_on_every_rank(setting: str) -> None:
+    value = DISAGREEING_SETTINGS[setting][dist.get_rank()]
+    model = make_model()
+    ddp = wrap(model, DistQState(model, ratio=RATIO, **{setting: value}))
+    x, y = batch(0)
+    with pytest.raises(ValueError, match=SETTINGS_MESSAGE):
+        loss_of(ddp, x, y).backward()
+    # Every rank failed at the same point, before any collective whose sizes would differ: the
+    # process group is still in step, as the tests after this one show.
+
+
+def run_steps(model: torch.nn.Module, state: DistQState, optimizer: torch.optim.Optimizer, steps: range) -> None:
+    ddp = wrap(model, state)
+    for step in steps:
+        x, y = batch(step)
+        optimizer.zero_grad()
+        loss_of(ddp, x, y).backward()
+        optimizer.step()
+
+
+def test_a_rank0_checkpoint_resumes_every_rank_exactly() -> None:
+    uninterrupted = make_model()
+    state = DistQState(uninterrupted, ratio=RATIO)
+    run_steps(uninterrupted, state, torch.optim.SGD(uninterrupted.parameters(), lr=0.1), range(6))
+
+    model = make_model()
+    state = DistQState(model, ratio=RATIO)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run_steps(model, state, optimizer, range(3))
+    saved = {"model": model.state_dict(), "distq": state.state_dict(all_ranks=True)}
+    file = io.BytesIO()
+    if dist.get_rank() == 0:
+        torch.save(saved, file)
+    everywhere: list[bytes | None] = [file.getvalue()]
+    dist.broadcast_object_list(everywhere, src=0)  # rank 0's file, read by every rank
+    loaded = torch.load(io.BytesIO(everywhere[0]))
+
+    resumed = make_model()
+    resumed.load_state_dict(loaded["model"])
+    state = DistQState(resumed, ratio=RATIO)
+    state.load_state_dict(loaded["distq"])
+    run_steps(resumed, state, torch.optim.SGD(resumed.parameters(), lr=0.1), range(3, 6))
+    for (name, expected), actual in zip(uninterrupted.named_parameters(), resumed.parameters()):
+        assert torch.equal(actual, expected), f"rank {dist.get_rank()}: {name} differs from the uninterrupted run"
+
+
+def test_the_state_pickles_without_process_group_or_module() -> None:
+    model = make_model()
+    state = DistQState(model, ratio=RATIO, value_encoding="float16")
+    run_steps(model, state, torch.optim.SGD(model.parameters(), lr=0.1), range(2))
+    restored = pickle.loads(pickle.dumps(state))
+    assert restored.config == state.config and restored.process_group is None
+    for name, residual in state.state_dict()["error_feedback"]["residuals"].items():
+        assert torch.equal(restored.memory.residual(name), residual)
+    with pytest.raises(RuntimeError, match="not one of the module's"):
+        run_steps(make_model(), restored, torch.optim.SGD(model.parameters(), lr=0.1), range(1))
+    restored.attach(model)
+    run_steps(model, restored, torch.optim.SGD(model.parameters(), lr=0.1), range(2, 3))

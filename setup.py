@@ -79,7 +79,7 @@ setup(
         "tensorflow": ["tensorflow>=2.16", "horovod>=0.28.1"],
         "test": ["pytest", "scipy", "scikit-learn", "mpi4py", "ml_dtypes"],
         # The benchmarks (python -m benchmarks) and the examples' data set, outside the package.
-        "bench": ["matplotlib", "scikit-learn"],
+        "bench": ["matplotlib", "scikit-learn", "tqdm"],
     },
     ext_modules=extensions,
     cmdclass=cmdclass,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,13 +21,12 @@ import torch.nn.functional as F
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from benchmarks.e2e_worker import arguments
-from examples.common import digits_split
-from examples.torch_models import MODELS, as_tensors
+from benchmarks.e2e_worker import arguments, record, run_methods, timed_steps
+from examples.torch_models import MODELS
 from horovod_distq.torch.ddp import DistQState, distq_hook
 
 METHODS = ("ddp-dense", "ddp-fp16", "ddp-powersgd-1", "ddp-powersgd-2", "ddp-powersgd-4", "ddp-distq")
-COUNTED_COLLECTIVES = ("all_reduce", "all_gather_into_tensor", "all_gather")
+COUNTED_COLLECTIVES = ("all_reduce", "all_gather_single", "all_gather_into_tensor", "all_gather")
 
 
 def register_hook(model: DistributedDataParallel, method: str, args: argparse.Namespace) -> None:
@@ -39,16 +36,30 @@ def register_hook(model: DistributedDataParallel, method: str, args: argparse.Na
         # Compressed from the step after the warm-up steps on, so that every timed step is PowerSGD's.
         state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=int(method.rsplit("-", 1)[1]),
                                             start_powerSGD_iter=max(2, args.warmup), random_seed=args.seed)
-        model.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+        model.register_comm_hook(state, waited_for(powerSGD_hook.powerSGD_hook))
     elif method == "ddp-distq":
         model.register_comm_hook(DistQState(model.module, ratio=args.ratio), distq_hook)
+
+
+def waited_for(hook):
+    """``hook``, waited for inside the hook: each bucket's collectives end before the next bucket's
+    start. PowerSGD's hook starts collectives from its futures' callbacks, which under Gloo run on
+    Gloo's threads in an order the ranks do not share: run as it is, it hung (both ranks idle in
+    backward(), seen with py-spy) or aborted a worker in some launches of this suite."""
+
+    def run(state, bucket):  # no annotations: DDP accepts only the classes themselves, not strings
+        done = torch.futures.Future()
+        done.set_result(hook(state, bucket).wait())
+        return done
+
+    return run
 
 
 @contextlib.contextmanager
 def counted_bytes() -> Iterator[list[int]]:
     """Counts the bytes of the input tensors of the collectives called inside the block."""
     count = [0]
-    originals = {name: getattr(dist, name) for name in COUNTED_COLLECTIVES}
+    originals = {name: getattr(dist, name) for name in COUNTED_COLLECTIVES if hasattr(dist, name)}
 
     def counting(name: str):
         def collective(*args, **kwargs):
@@ -57,7 +68,7 @@ def counted_bytes() -> Iterator[list[int]]:
             return originals[name](*args, **kwargs)
         return collective
 
-    for name in COUNTED_COLLECTIVES:
+    for name in originals:
         setattr(dist, name, counting(name))
     try:
         yield count
@@ -67,53 +78,34 @@ def counted_bytes() -> Iterator[list[int]]:
 
 
 def train(method: str, args: argparse.Namespace, data) -> dict:
-    train_x, train_y, _, _ = data
     torch.manual_seed(args.seed)
     net = MODELS[args.model]()
     model = DistributedDataParallel(net)
     register_hook(model, method, args)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-    generator = torch.Generator().manual_seed(args.seed + dist.get_rank())
-    step_seconds, losses, step_bytes = [], [], 0
-    for step in range(args.warmup + args.steps):
-        batch = torch.randint(0, len(train_x), (args.batch_size,), generator=generator)
-        dist.barrier()  # steps start together, so a step's time is the slowest rank's
-        with counted_bytes() as counted:
-            start = time.perf_counter()
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(train_x[batch]), train_y[batch])
-            loss.backward()
-            optimizer.step()
-            elapsed = time.perf_counter() - start
-        if step >= args.warmup:
-            step_seconds.append(elapsed)
-            losses.append(loss.item())
-            step_bytes = counted[0]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        counted[0] = 0  # what is left after the last step is that step's
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    with counted_bytes() as counted:
+        step_seconds, losses = timed_steps(args, data, dist.get_rank(), dist.barrier, step)
     tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
     dist.all_reduce(tail)
     numels = [p.numel() for p in net.parameters()]
-    return {
-        "engine": "ddp",
-        "method": method,
-        "model": args.model,
-        "parameters": sum(numels),
-        "steps": args.steps,
-        "step_ms_median": float(np.median(step_seconds)) * 1e3,
-        "final_loss": tail.item() / dist.get_world_size(),
-        "bytes_sent_last_step": step_bytes if method != "ddp-dense" else 4 * sum(numels),
-    }
+    # DDP's own allreduce runs in C++, past the wrappers: every gradient at 4 bytes.
+    step_bytes = 4 * sum(numels) if method == "ddp-dense" else counted[0]
+    return record("ddp", method, args, numels, step_seconds, tail.item() / dist.get_world_size(), step_bytes)
 
 
 def main() -> None:
-    parser = arguments(__doc__, METHODS)
-    args = parser.parse_args()
+    args = arguments(__doc__, METHODS).parse_args()
     dist.init_process_group("gloo")
-    torch.set_num_threads(1)
-    data = as_tensors(digits_split(args.seed))
-    results = [train(method, args, data) for method in args.methods]
-    if dist.get_rank() == 0:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+    run_methods(args, train, dist.get_rank())
     dist.destroy_process_group()
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import horovod.torch as hvd
 import numpy as np
@@ -37,7 +39,6 @@ def make_compression(method: str, ratio: float):
 
 
 def train(method: str, args: argparse.Namespace, data) -> dict:
-    train_x, train_y, _, _ = data
     torch.manual_seed(args.seed)
     model = MODELS[args.model]()
     compression = make_compression(method, args.ratio)
@@ -45,30 +46,51 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
         torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9),
         named_parameters=model.named_parameters(), compression=compression,
     )
-    generator = torch.Generator().manual_seed(args.seed + hvd.rank())
-    step_seconds, losses = [], []
-    for step in range(args.warmup + args.steps):
-        batch = torch.randint(0, len(train_x), (args.batch_size,), generator=generator)
-        hvd.barrier()  # steps start together, so a step's time is the slowest rank's
-        start = time.perf_counter()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(train_x[batch]), train_y[batch])
+        loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
-        if step >= args.warmup:
-            step_seconds.append(time.perf_counter() - start)
-            losses.append(loss.item())
+        return loss
+
+    step_seconds, losses = timed_steps(args, data, hvd.rank(), hvd.barrier, step)
     tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
     numels = [p.numel() for p in model.parameters()]
+    final_loss = hvd.allreduce(tail, name=f"loss.{method}").item()
+    return record("horovod", method, args, numels, step_seconds, final_loss, bytes_per_step(compression, numels, hvd))
+
+
+def timed_steps(args: argparse.Namespace, data, rank: int, barrier: Callable[[], Any],
+                step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Runs ``args.warmup + args.steps`` training steps on random batches (this rank's own draw),
+    each started on every rank together; returns each step's seconds and loss after the warm-up."""
+    train_x, train_y, _, _ = data
+    generator = torch.Generator().manual_seed(args.seed + rank)
+    step_seconds, losses = [], []
+    for index in range(args.warmup + args.steps):
+        batch = torch.randint(0, len(train_x), (args.batch_size,), generator=generator)
+        barrier()  # steps start together, so a step's time is the slowest rank's
+        start = time.perf_counter()
+        loss = step(train_x[batch], train_y[batch])
+        if index >= args.warmup:
+            step_seconds.append(time.perf_counter() - start)
+            losses.append(loss.item())
+    return step_seconds, losses
+
+
+def record(engine: str, method: str, args: argparse.Namespace, numels: list[int], step_seconds: list[float],
+           final_loss: float, bytes_sent: int) -> dict:
+    """One method's result."""
     return {
-        "engine": "horovod",
+        "engine": engine,
         "method": method,
         "model": args.model,
         "parameters": sum(numels),
         "steps": args.steps,
         "step_ms_median": float(np.median(step_seconds)) * 1e3,
-        "final_loss": hvd.allreduce(tail, name=f"loss.{method}").item(),
-        "bytes_sent_last_step": bytes_per_step(compression, numels, hvd),
+        "final_loss": final_loss,
+        "bytes_sent_last_step": bytes_sent,
     }
 
 
@@ -88,16 +110,20 @@ def arguments(description: str, methods: tuple[str, ...]) -> argparse.ArgumentPa
     return parser
 
 
-def main() -> None:
-    parser = arguments(__doc__, METHODS)
-    args = parser.parse_args()
-    hvd.init()
+def run_methods(args: argparse.Namespace, train: Callable[[str, argparse.Namespace, Any], dict], rank: int) -> None:
+    """Trains with every method of ``args.methods`` in turn, on one thread; rank 0 writes the records to --out."""
     torch.set_num_threads(1)
     data = as_tensors(digits_split(args.seed))
     results = [train(method, args, data) for method in args.methods]
-    if hvd.rank() == 0:
+    if rank == 0:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
+
+
+def main() -> None:
+    args = arguments(__doc__, METHODS).parse_args()
+    hvd.init()
+    run_methods(args, train, hvd.rank())
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import torch
 
 import horovod_distq
 from benchmarks.baselines import torch_normal_fit, torch_topk
+from examples.common import progress
 from horovod_distq.torch import sparsify
 
 SIZES = (1 << 20, 1 << 24, 1 << 26)
@@ -43,7 +44,7 @@ def methods(x: torch.Tensor, ratio: float) -> dict[str, Callable[[], object]]:
 def run(sizes: tuple[int, ...] = SIZES, ratios: tuple[float, ...] = RATIOS, repetitions: int = 9) -> list[dict]:
     """Times every method; returns one record per (n, ratio, method)."""
     records = []
-    for n in sizes:
+    for n in progress(sizes, "kernels: sizes"):
         x = gradient_like(n)
         for ratio in ratios:
             table = methods(x, ratio)

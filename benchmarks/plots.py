@@ -29,7 +29,8 @@ def kernels(records: list[dict], path: Path) -> None:
 
 
 def e2e(records: list[dict], path: Path) -> None:
-    """Median step time per method, one panel per model, bars grouped by bandwidth."""
+    """Median step time per method, one panel per model, bars grouped by bandwidth (failed runs left out)."""
+    records = [r for r in records if "failed" not in r]
     models = list(dict.fromkeys(r["model"] for r in records))
     bandwidths = list(dict.fromkeys(r["bandwidth"] for r in records))
     methods = list(dict.fromkeys(r["method"] for r in records))

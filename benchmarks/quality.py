@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import horovod_distq
 from benchmarks.baselines import torch_topk
-from examples.common import digits_split
+from examples.common import digits_split, progress
 from examples.torch_models import DigitsCNN, WideMLP, as_tensors
 from horovod_distq.torch import RatioController, sparsify
 
@@ -157,7 +157,7 @@ def capture(model_name: str, steps: int = 240, windows: int = 4, ratios: tuple[f
     residuals: dict[tuple[str, float], torch.Tensor] = {}
     starts = [int(steps * (w + 1) / (windows + 1)) for w in range(windows)]
     snapshots = []
-    for step, grads in enumerate(source(model_name, steps, seed)):
+    for step, grads in enumerate(progress(source(model_name, steps, seed), f"quality: {model_name}", total=steps)):
         window = next((w for w, s in enumerate(starts) if s <= step < s + WINDOW), None)
         for name, grad in grads.items():
             if window is not None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from tqdm import tqdm
+
+T = TypeVar("T")
 
 
 def parse_arguments(description: str, default_out: str) -> argparse.Namespace:
@@ -31,6 +34,12 @@ def parse_arguments(description: str, default_out: str) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(default_out))
     parser.add_argument("--logdir", type=Path, help="write DistQ's per-step stats for TensorBoard here (rank 0)")
     return parser.parse_args()
+
+
+def progress(iterable: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
+    """``iterable`` with tqdm's progress bar (steps done, rate, ETA) on standard error when that is a
+    terminal; without one elsewhere (logs, CI, horovodrun's pipes), so that output stays quiet."""
+    return tqdm(iterable, desc=description, total=total, disable=None, leave=False, dynamic_ncols=True)
 
 
 def logs_telemetry(args: argparse.Namespace, compression: Any, hvd: Any) -> bool:
@@ -76,10 +85,17 @@ def bytes_per_step(compression: Any, numels: Sequence[int], hvd: Any) -> int:
     return sum(numels) * itemsize
 
 
-def batches(args: argparse.Namespace, count: int, permutation: Callable[[int], Sequence]) -> Iterator[Sequence]:
+def batches(args: argparse.Namespace, count: int, permutation: Callable[[int], Sequence],
+            description: str) -> Iterable[Sequence]:
     """Index batches of ``args.batch_size`` over ``count`` examples for ``args.epochs`` epochs, each epoch
-    in the order ``permutation(count)`` draws. A short last batch is dropped, so every rank runs the
-    same number of steps (allreduce has no partial participation)."""
+    in the order ``permutation(count)`` draws, with a :func:`progress` bar named ``description``. A
+    short last batch is dropped, so every rank runs the same number of steps (allreduce has no
+    partial participation)."""
+    per_epoch = count // args.batch_size
+    return progress(_batches(args, count, permutation), description, total=args.epochs * per_epoch)
+
+
+def _batches(args: argparse.Namespace, count: int, permutation: Callable[[int], Sequence]) -> Iterator[Sequence]:
     for _ in range(args.epochs):
         order = permutation(count)
         for start in range(0, count - args.batch_size + 1, args.batch_size):

@@ -42,7 +42,11 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     sent, started = [], time.perf_counter()
     model.train()
     writer = SummaryWriter(str(args.logdir / kind)) if common.logs_telemetry(args, compression, hvd) else None
-    for step, batch in enumerate(common.batches(args, len(shard_x), lambda n: torch.randperm(n, generator=generator))):
+
+    def permutation(n: int) -> torch.Tensor:
+        return torch.randperm(n, generator=generator)
+
+    for step, batch in enumerate(common.batches(args, len(shard_x), permutation, kind)):
         optimizer.zero_grad()
         F.cross_entropy(model(shard_x[batch]), shard_y[batch]).backward()
         optimizer.step()

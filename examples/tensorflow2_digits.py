@@ -56,7 +56,7 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     sent, started = [], time.perf_counter()
     logs = common.logs_telemetry(args, compression, hvd)
     writer = tf.summary.create_file_writer(str(args.logdir / kind)) if logs else None
-    for index, batch in enumerate(common.batches(args, len(shard_x), generator.permutation)):
+    for index, batch in enumerate(common.batches(args, len(shard_x), generator.permutation, kind)):
         step(tf.constant(shard_x[batch]), tf.constant(shard_y[batch]))
         sent.append(common.bytes_per_step(compression, numels, hvd))
         if writer is not None:

@@ -353,11 +353,15 @@ class DistQCompressor(ABC):
             >>> writer = torch.utils.tensorboard.SummaryWriter("runs/tb")
             >>> compression.log_to(writer, step)   # after optimizer.step()
         """
-        if not all_ranks and self.exchange.process_set.rank() != 0:
+        if not self.logs_here(all_ranks):
             return {}
         scalars = step_scalars(self.stats, self.bytes_sent)
         self._write_scalars(writer, scalars, step)
         return scalars
+
+    def logs_here(self, all_ranks: bool = False) -> bool:
+        """Whether :meth:`log_to` writes on this rank: rank 0 only, or every rank with ``all_ranks``."""
+        return all_ranks or self.exchange.process_set.rank() == 0
 
     def compresses(self, tensor: Any) -> bool:
         """Whether ``tensor`` takes the sparse path (else it goes dense)."""

@@ -16,9 +16,11 @@ from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback
 from horovod_distq.tensorflow.ops import sparsify
 from horovod_distq.tensorflow.tape import DistributedGradientTape, backing_variable
+from horovod_distq.tensorflow.telemetry import DistQTensorBoard
 
 __all__ = [
     "DistQ",
+    "DistQTensorBoard",
     "DistributedGradientTape",
     "ErrorFeedback",
     "RatioController",

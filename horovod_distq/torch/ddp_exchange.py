@@ -12,6 +12,8 @@ exchange parses them (:func:`horovod_distq.torch.exchange.parse_round`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -117,7 +119,7 @@ class ProcessGroupExchange(RoundQueue):
             padded[: packed.header.numel()] = packed.header
             padded[packed.header.numel() : packed.header.numel() + packed.payload.numel()] = packed.payload
             gathered = padded.new_empty(ranks * capacity)
-            works.append(dist.all_gather_into_tensor(gathered, padded, group=group, async_op=True))
+            works.append(_gather_into(gathered, padded, group=group, async_op=True))
 
         def finish(done: torch.futures.Future) -> torch.Tensor:
             for future in done.value():
@@ -139,9 +141,16 @@ class ProcessGroupExchange(RoundQueue):
             self._rounds_last_step, self._rounds_this_step = self._rounds_this_step, 0
 
 
+def _gather_into(output: torch.Tensor, tensor: torch.Tensor, **kwargs: Any) -> dist.Work | None:
+    # torch 2.13 renamed all_gather_into_tensor (and warns on the old name); older versions have
+    # only that. Looked up on each call, as torch.distributed's own hooks do.
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    return gather(output, tensor, **kwargs)
+
+
 def _all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
     gathered = tensor.new_empty(dist.get_world_size(group) * tensor.numel())
-    dist.all_gather_into_tensor(gathered, tensor, group=group)
+    _gather_into(gathered, tensor, group=group)
     return gathered
 
 

@@ -250,13 +250,40 @@ def test_log_to_writes_the_last_steps_stats_to_tensorboard(tmp_path) -> None:
         reduce(compression, tf.constant(reference.gradient_like(5000, "float32")), name="w")
         written = compression.log_to(writer, step)
     writer.close()
-    logged: dict[str, list[tuple[int, float]]] = {}
-    for path in tmp_path.iterdir():
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                logged.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    logged = logged_scalars(tmp_path)
     stats = compression.stats["w"]
     for tag, expected in (("distq/w/selected", stats.selected), ("distq/w/threshold", stats.threshold),
                           ("distq/step/bytes_sent", compression.bytes_sent)):
         assert [step for step, _ in logged[tag]] == [0, 1, 2], tag
         assert logged[tag][-1][1] == pytest.approx(expected, rel=1e-6) == written[tag], tag
+
+
+def logged_scalars(logdir) -> dict[str, list[tuple[int, float]]]:
+    logged: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(logdir.iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                logged.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return logged
+
+
+def test_the_keras_callback_logs_every_nth_batch_of_fit(tmp_path) -> None:
+    compression = distq_tf.DistQ(ratio=0.01)
+    callback = distq_tf.DistQTensorBoard(compression, tmp_path, every=2)
+    thresholds = []
+
+    class DistQStep(keras.callbacks.Callback):  # a step of DistQ before each batch's end, as a tape would run it
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            reduce(compression, tf.constant(reference.gradient_like(5000, "float32", seed=batch)), name="w")
+            thresholds.append(compression.stats["w"].threshold)
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(np.zeros((40, 4)), np.zeros((40, 1)), batch_size=8, epochs=1, verbose=0,
+              callbacks=[DistQStep(), callback])
+    logged = logged_scalars(tmp_path)
+    assert [step for step, _ in logged["distq/w/threshold"]] == [0, 2, 4]
+    assert [value for _, value in logged["distq/w/threshold"]] == pytest.approx(thresholds[::2], rel=1e-6)
+    assert callback.step == 5
+    with pytest.raises(ValueError, match="every"):
+        distq_tf.DistQTensorBoard(compression, tmp_path, every=0)

@@ -24,6 +24,8 @@ from horovod_distq.torch.exchange import PackedRound, RoundQueue
 
 # Per rank and round: header bytes, payload bytes, dense entries, settings agreement key.
 SIZE_FIELDS = 4
+# The agreement key of a rank whose compress() failed (real keys are CRC-32s: non-negative).
+FAILED = -1
 
 
 class GroupMembers:
@@ -109,6 +111,7 @@ class ProcessGroupExchange(RoundQueue):
         sizes = _all_gather(torch.tensor(own, dtype=torch.int64, device=dense.device), group)
         # The one host read of the round: the sizes decide the next collective's size.
         rows = sizes.view(ranks, SIZE_FIELDS).tolist()
+        _check_no_rank_failed(rows)
         config.check_agreement([key for *_, key in rows])
         _check_dense_lengths(rows, dense.numel())
         works = [dist.all_reduce(dense, group=group, async_op=True)] if dense.numel() else []
@@ -129,6 +132,12 @@ class ProcessGroupExchange(RoundQueue):
             return dense
 
         return torch.futures.collect_all([work.get_future() for work in works]).then(finish)
+
+    def fail_round(self, device: torch.device) -> None:
+        """Joins the sizes allgather of a bucket this rank could not compress, saying so, so that
+        the other ranks raise too instead of waiting for its next collective; drops the queued pairs."""
+        self.discard()
+        _all_gather(torch.tensor([0, 0, 0, FAILED], dtype=torch.int64, device=device), self.process_set.group)
 
     def _store_gathered(self, packed: PackedRound, rows: list[list[int]], gathered: torch.Tensor) -> None:
         headers = torch.cat([rank[:header] for rank, (header, *_) in zip(gathered, rows)])
@@ -152,6 +161,12 @@ def _all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> torch.
     gathered = tensor.new_empty(dist.get_world_size(group) * tensor.numel())
     _gather_into(gathered, tensor, group=group)
     return gathered
+
+
+def _check_no_rank_failed(rows: list[list[int]]) -> None:
+    failed = [rank for rank, (*_, key) in enumerate(rows) if key == FAILED]
+    if failed:
+        raise RuntimeError(f"DistQ: rank(s) {failed} could not compress this DDP bucket (their own error says why)")
 
 
 def _check_dense_lengths(rows: list[list[int]], dense_numel: int) -> None:

@@ -190,6 +190,16 @@ def test_ranks_that_disagree_fail_on_every_rank(setting: str) -> None:
     # process group is still in step, as the tests after this one show.
 
 
+def test_a_rank_that_cannot_compress_fails_every_rank() -> None:
+    model = make_model()
+    state = DistQState(model if dist.get_rank() == 0 else make_model(), ratio=RATIO)  # rank 1: another module
+    ddp = wrap(model, state)
+    x, y = batch(0)
+    message = "could not compress" if dist.get_rank() == 0 else "not one of the module's"
+    with pytest.raises(RuntimeError, match=message):
+        loss_of(ddp, x, y).backward()
+
+
 def run_steps(model: torch.nn.Module, state: DistQState, optimizer: torch.optim.Optimizer, steps: range) -> None:
     ddp = wrap(model, state)
     for step in steps:

@@ -3,7 +3,7 @@
 PYTHON := .venv/bin/python
 HOROVODRUN := .venv/bin/horovodrun
 
-.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality docker-cpu docker-gpu test-docker
+.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality bench-tracing docker-cpu docker-gpu test-docker
 
 setup:
 	bash scripts/setup.sh
@@ -28,6 +28,9 @@ bench-e2e: setup
 
 bench-quality: setup
 	$(PYTHON) -m benchmarks --out bench_results quality
+
+bench-tracing: setup
+	$(PYTHON) -m benchmarks --out bench_results tracing
 
 # Container images (docker/README.md), built with Docker where a daemon answers, else buildah or
 # podman. Build arguments come from make's command line, e.g. BASE_IMAGE=localhost/debian:bookworm

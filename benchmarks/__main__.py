@@ -1,4 +1,4 @@
-"""The benchmark command: ``python -m benchmarks [--out DIR] {kernels,e2e,quality}``,
+"""The benchmark command: ``python -m benchmarks [--out DIR] {kernels,e2e,quality,tracing}``,
 run from the repository root.
 
 Each suite prints a table and writes ``DIR/<suite>.json`` and ``DIR/<suite>.png``.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import e2e, kernels, plots, quality
+from benchmarks import e2e, kernels, plots, quality, tracing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--steps", type=int, default=240)
     q.add_argument("--min-target", type=float, default=100,
                    help="also summarize only tensors whose target count is at least this")
+    t = suites.add_parser("tracing", help="Keras 3 MobileNetV2, 2 workers: first (traced) step and steady step")
+    t.add_argument("--methods", nargs="+", default=list(tracing.METHODS), choices=tracing.METHODS)
+    t.add_argument("--steps", type=int, default=20)
+    t.add_argument("--ratio", type=float, default=0.01)
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -57,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
                      and s.tensor.endswith("linear1.weight")) if "char_transformer" in args.models else snapshots[-1]
         plots.quality(shown, records, args.out / "quality.png")
         records = summary
+    elif args.suite == "tracing":
+        records = tracing.run(tuple(args.methods), args.steps, args.ratio)
+        print(tracing.report(records))
+        plots.tracing(records, args.out / "tracing.png")
     else:
         try:
             records = e2e.run(tuple(args.bandwidths), tuple(args.models), args.methods, args.steps, args.ratio)

@@ -103,3 +103,19 @@ def quality(snapshot, records: list[dict], path: Path, ratio: float = 0.001) -> 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def tracing(records: list[dict], path: Path) -> None:
+    """First step (trace and run) and steady step time per method, side by side."""
+    methods = [r["method"] for r in records]
+    figure, (first, steady) = plt.subplots(1, 2, figsize=(11, 4.5))
+    first.bar(methods, [r["first_step_s"] for r in records])
+    first.set(ylabel="seconds", title="first step (tf.function trace + step)")
+    steady.bar(methods, [r["steady_step_ms"] for r in records])
+    steady.set(ylabel="median ms", title="steady step")
+    for axis in (first, steady):
+        axis.tick_params(axis="x", rotation=30)
+    figure.suptitle(f"{records[0]['gradient_tensors']} gradient tensors, 2 workers (Gloo)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -20,9 +20,12 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
-def parse_arguments(description: str, default_out: str) -> argparse.Namespace:
-    """The examples' command line: which compressions to train with, DistQ's settings, training length."""
+def parse_arguments(description: str, default_out: str, switches: dict[str, str] | None = None) -> argparse.Namespace:
+    """The examples' command line: which compressions to train with, DistQ's settings, training length,
+    and an example's own on/off ``switches`` (flag -> help)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, help_text in (switches or {}).items():
+        parser.add_argument(flag, action="store_true", help=help_text)
     parser.add_argument("--compression", nargs="+", default=["none", "distq"], choices=["none", "fp16", "distq"])
     parser.add_argument("--ratio", type=float, default=0.01)
     parser.add_argument("--distribution", default="normal")

@@ -20,3 +20,9 @@ def test_tape_matches_dense_reference(controller: str) -> None:
 def test_ranks_disagreeing_on_the_sparse_path_fail_cleanly(controller: str) -> None:
     # 2 disagreeing settings, a rank without DistQ, 1 disagreeing gradient dtype, 1 agreeing run.
     pytest_on_every_rank("tests/parallel/tensorflow_disagreement_check.py", controller, passed=5, timeout=120)
+
+
+def test_keras_fit_reduces_through_the_distributed_optimizer(controller: str) -> None:
+    # One step of fit against the dense reference (dense, DistQ), 2 epochs with broadcast and
+    # averaged metrics (dense, fp16, DistQ), an exact resume from the DistQ checkpoint, a custom loop.
+    pytest_on_every_rank("tests/parallel/keras_fit_check.py", controller, passed=7, timeout=600)

@@ -35,6 +35,9 @@ class DistQ(DistQCompressor, tf.Module):
     Args (besides the above):
         process_set: the process set the tape reduces over (Horovod does not tell compressors).
 
+    Raises (besides the above):
+        ValueError: made inside a ``tf.function``.
+
     Example:
         >>> tf.train.Checkpoint(model=model, distq=compression).save(path)       # per rank
         >>> state = compression.state_dict(all_ranks=True)                       # or on rank 0
@@ -46,6 +49,11 @@ class DistQ(DistQCompressor, tf.Module):
     def __init__(
         self, ratio: float, *args: Any, process_set: hvd.ProcessSet = hvd.global_process_set, **kwargs: Any
     ) -> None:
+        if tf.inside_function():
+            raise ValueError(
+                "make DistQ outside any tf.function (e.g. beside the model): it keeps state across steps in "
+                "variables, and a tf.function that makes one per call would make new ones every trace"
+            )
         tf.Module.__init__(self, name="distq")
         DistQCompressor.__init__(self, ratio, *args, **kwargs)
         self.names = GradientNames()

@@ -1,17 +1,21 @@
 """Grouped allgathers of the pairs of compressed gradients (format and checks: :mod:`horovod_distq.wire`).
 
-Horovod's tape compresses each gradient inside its own ``tf.cond``, so under TensorFlow each
+Horovod's tape compresses each gradient inside its own ``tf.cond``, so under Horovod's tape each
 compressed gradient travels in its own grouped allgather (its header and its payload), run by its
-``decompress()``: after the placeholder's allreduce, since TensorFlow runs collectives in program
-order, so ranks that disagree on compressing a gradient fail there instead of waiting in an
-allgather only some of them join. Graph-friendly: counts stay tensors, the gathered payload is
-parsed with dynamic offsets, and the checks are TensorFlow assertions that every parsing step
-depends on, so it works eagerly and inside ``tf.function`` and ``tf.cond`` alike.
+``decompress()``. Where the caller reduces a whole step at once (the Keras optimizer of
+:mod:`horovod_distq.tensorflow.keras`), :meth:`GradientExchange.one_round` sends every compressed
+gradient of the step in one grouped allgather instead. Either way the pairs travel after the
+placeholders' allreduce, since TensorFlow runs collectives in program order, so ranks that
+disagree on compressing a gradient fail there instead of waiting in an allgather only some of
+them join. Graph-friendly: counts stay tensors, the gathered payload is parsed with dynamic
+offsets, and the checks are TensorFlow assertions that every parsing step depends on, so it
+works eagerly and inside ``tf.function`` and ``tf.cond`` alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import horovod.tensorflow as hvd
@@ -24,38 +28,64 @@ from horovod_distq.tensorflow.encoding import as_bytes, decode, from_bytes
 
 
 class GradientExchange:
-    """Exchanges each compressed gradient's pairs in one grouped allgather of its own.
+    """Exchanges compressed gradients' pairs: each in a grouped allgather of its own, or all of a
+    step's in one (:meth:`one_round`).
 
     Args:
         process_set: the Horovod process set the tape reduces over.
 
     Example:
-        >>> exchange.submit(queued)                 # in compress(): nothing to queue
+        >>> exchange.submit(queued)                 # in compress()
         >>> indices, values = exchange.collect(ctx)  # in decompress(): every rank's pairs
     """
 
-    # Every gradient's exchange carries a header of its own.
-    tensor_header_bytes = wire.header_bytes(1)
-
     def __init__(self, process_set: hvd.ProcessSet = hvd.global_process_set) -> None:
         self.process_set = process_set
+        # Queued tensors by name while a round is open (None: each gradient travels alone).
+        self._round: dict[str, QueuedTensor] | None = None
+        self._results: dict[str, tuple[tf.Tensor, tf.Tensor]] = {}
+        # How the last step travelled, for the bytes accounting of stats.
+        self._last_step_in_one_round = False
 
-    @staticmethod
-    def round_header_bytes(tensors: int) -> int:
-        """No header beyond each gradient's own."""
-        return 0
+    @property
+    def tensor_header_bytes(self) -> int:
+        """Header bytes per compressed gradient: each gradient's own, or none within a round."""
+        return 0 if self._last_step_in_one_round else wire.header_bytes(1)
+
+    def round_header_bytes(self, tensors: int) -> int:
+        """Header bytes of a step's round of ``tensors`` gradients (0 without a round)."""
+        return wire.header_bytes(tensors) if self._last_step_in_one_round and tensors else 0
+
+    @contextmanager
+    def one_round(self) -> Iterator[None]:
+        """Within the block, the gradients compressed travel together: the first :meth:`collect`
+        sends every one compressed so far in one grouped allgather, in name order."""
+        self._round, self._results = {}, {}
+        self._last_step_in_one_round = True
+        try:
+            yield
+        finally:
+            self._round, self._results = None, {}
 
     def submit(self, queued: QueuedTensor) -> None:
-        """Nothing to do: the pairs travel in :meth:`collect`, inside the gradient's own ``tf.cond``."""
+        """Queues the pairs of one gradient when a round is open; else they travel in :meth:`collect`."""
+        if self._round is None:
+            self._last_step_in_one_round = False
+            return
+        name = queued.layout.name
+        if name in self._round or name in self._results:
+            raise RuntimeError(f"DistQ: tensor {name!r} compressed twice in one round")
+        self._round[name] = queued
 
-    @staticmethod
-    def queued_tensors() -> int:
-        """None: each gradient's round is its own."""
-        return 0
+    def queued_tensors(self) -> int:
+        """Tensors of the open round compressed and not yet collected (0 without a round)."""
+        return len(self._round) + len(self._results) if self._round is not None else 0
 
-    @staticmethod
-    def discard() -> None:
-        """Nothing is kept between a gradient's compress() and decompress()."""
+    def discard(self) -> None:
+        """Forgets the open round's pairs not yet collected (an interrupted step)."""
+        if self._round is not None:
+            self._round.clear()
+        self._results.clear()
 
     def gather_bytes(self, payload: bytes) -> bytes:
         """Every rank's ``payload`` concatenated in rank order (one eager allgather, for state_dict)."""
@@ -65,8 +95,17 @@ class GradientExchange:
 
     def collect(self, ctx: SparseContext) -> tuple[tf.Tensor, tf.Tensor]:
         """All ranks' pairs for one gradient: int64 indices and values (concatenated over ranks)."""
-        [pairs] = exchange([ctx.queued], self.process_set, ctx.op_name and ctx.op_name + "_pairs")
-        return pairs
+        if self._round is None:
+            [pairs] = exchange([ctx.queued], self.process_set, ctx.op_name and ctx.op_name + "_pairs")
+            return pairs
+        name = ctx.queued.layout.name
+        if name not in self._results:
+            names = sorted(self._round)
+            queued = [self._round.pop(n) for n in names]
+            # One fixed name: every rank traces the same round, whatever its gradients are called.
+            results = exchange(queued, self.process_set, ctx.op_name and "DistQ_round")
+            self._results.update(zip(names, results))
+        return self._results.pop(name)
 
 
 def exchange(

@@ -1,0 +1,97 @@
+"""One method of the tracing suite under ``horovodrun -np 2``: the first step (trace and run) and
+the steady step time of a Keras 3 model with many gradient tensors.
+
+Started by ``python -m benchmarks tracing`` (benchmarks/tracing.py), once per method; rank 0
+writes the JSON record to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's warnings stay: the suite counts them
+
+import horovod.tensorflow as hvd
+import keras
+import numpy as np
+import tensorflow as tf
+
+import horovod_distq.tensorflow as distq
+import horovod_distq.tensorflow.keras as distq_keras
+
+# fit-*: model.fit through horovod_distq.tensorflow.keras.DistributedOptimizer (one collective
+# round a step); tape-*: a tf.function loop through Horovod's tape (a tf.cond and collectives per gradient).
+METHODS = ("fit-dense", "fit-fp16", "fit-distq", "tape-dense", "tape-distq")
+
+
+def make_compression(method: str, ratio: float):
+    kind = method.split("-", 1)[1]
+    return {"dense": hvd.Compression.none, "fp16": hvd.Compression.fp16}.get(kind) or distq.DistQ(ratio=ratio)
+
+
+def mobilenet(image_size: int) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), weights=None, classes=10)
+
+
+def step_function(method: str, model: keras.Model, compression, learning_rate: float):
+    """One training step of ``method`` on a batch, returning the loss as a number."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    if method.startswith("fit-"):
+        optimizer = distq_keras.DistributedOptimizer(keras.optimizers.SGD(learning_rate), compression=compression)
+        model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=False)
+        return lambda x, y: float(model.train_on_batch(x, y))
+    optimizer = keras.optimizers.SGD(learning_rate)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        tape = distq.DistributedGradientTape(tape, compression=compression)
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    return lambda x, y: float(step(x, y))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--ratio", type=float, default=0.01)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    hvd.init()
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # one core per worker
+    model = mobilenet(args.image_size)
+    compression = make_compression(args.method, args.ratio)
+    step = step_function(args.method, model, compression, 0.01)
+    generator = np.random.default_rng(hvd.rank())
+    seconds = []
+    for _ in range(args.steps + 1):
+        x = generator.standard_normal((args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
+        y = generator.integers(0, 10, args.batch_size)
+        hvd.allreduce(tf.zeros([1]), name="step.start")  # steps start together: a step takes the slowest rank's time
+        started = time.perf_counter()
+        step(tf.constant(x), tf.constant(y))
+        seconds.append(time.perf_counter() - started)
+    if hvd.rank() == 0:
+        record = {
+            "method": args.method,
+            "gradient_tensors": len(model.trainable_variables),
+            "parameters": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+            "first_step_s": seconds[0],
+            "steady_step_ms": float(np.median(seconds[1:])) * 1e3,
+            "steps": args.steps,
+        }
+        with open(args.out, "w") as file:
+            json.dump(record, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()

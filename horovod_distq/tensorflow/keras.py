@@ -1,0 +1,91 @@
+"""Keras 3 with Horovod, with or without DistQ: an optimizer that reduces inside ``model.fit``.
+
+Horovod 0.28.1's ``horovod.tensorflow.keras`` targets Keras 2: with Keras 3, ``model.fit`` never
+calls its compression and reduces nothing (each rank trains alone, silently), and its callbacks
+fail. :func:`DistributedOptimizer` wraps a Keras 3 optimizer so that every ``apply`` (the
+``apply_gradients`` of ``fit``'s train step, or of a custom loop) first reduces the gradients
+across ranks with :class:`horovod_distq.tensorflow.reduction.GradientReducer`: DistQ's sparse
+exchange, a Horovod compressor, or plain dense allreduce. The callbacks that go with it are in
+:mod:`horovod_distq.tensorflow.callbacks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import horovod.tensorflow as hvd
+import keras
+
+from horovod_distq.tensorflow.callbacks import (
+    BroadcastGlobalVariablesCallback,
+    DistQCheckpoint,
+    MetricAverageCallback,
+    broadcast_variables,
+)
+from horovod_distq.tensorflow.reduction import GradientReducer
+from horovod_distq.tensorflow.telemetry import DistQTensorBoard
+
+__all__ = [
+    "BroadcastGlobalVariablesCallback",
+    "DistQCheckpoint",
+    "DistQTensorBoard",
+    "DistributedOptimizer",
+    "MetricAverageCallback",
+    "broadcast_variables",
+]
+
+
+def DistributedOptimizer(
+    optimizer: keras.optimizers.Optimizer,
+    compression: Any = None,
+    op: Any = hvd.Average,
+    gradient_predivide_factor: float = 1.0,
+    process_set: hvd.ProcessSet = hvd.global_process_set,
+) -> keras.optimizers.Optimizer:
+    """A copy of a Keras 3 optimizer that reduces its gradients across ranks before applying them.
+
+    Args:
+        optimizer: a Keras 3 optimizer, not yet used (its configuration is copied).
+        compression: a :class:`horovod_distq.tensorflow.DistQ` (made outside any ``tf.function``),
+            a Horovod compressor such as ``hvd.Compression.fp16``, or None for dense allreduce.
+        op: ``hvd.Average`` or ``hvd.Sum``.
+        gradient_predivide_factor: as in Horovod (``op=hvd.Average`` only).
+        process_set: the ranks to reduce over (a DistQ must be made with the same one).
+
+    Returns:
+        An optimizer of the same class and configuration whose ``apply`` and ``apply_gradients``
+        reduce first. A model saved with it stores the plain optimizer: wrap it again after loading.
+
+    Raises:
+        ValueError: an unsupported ``op`` or factor, or ``optimizer`` has been used already.
+        RuntimeError: at the first step, under ``jit_compile=True`` (Horovod's ops have no XLA kernels).
+
+    Example:
+        >>> compression = distq.DistQ(ratio=0.01)
+        >>> optimizer = DistributedOptimizer(keras.optimizers.SGD(0.01), compression=compression)
+        >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=False)
+        >>> model.fit(x, y, callbacks=[BroadcastGlobalVariablesCallback(0), MetricAverageCallback()])
+    """
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"expected a Keras 3 optimizer, got {type(optimizer).__name__}")
+    if optimizer.built:
+        raise ValueError("wrap the optimizer before it is used: its state would not carry over to the copy")
+    reducer = GradientReducer(compression, op, gradient_predivide_factor, process_set)
+    base = type(optimizer)
+    # Named and placed like its base, so that Keras saves (and loads) the plain optimizer.
+    distributed = type(base.__name__, (_ReducingOptimizer, base), {"__module__": base.__module__})
+    copy = distributed.from_config(optimizer.get_config())
+    copy._reduce_gradients = reducer
+    return copy
+
+
+class _ReducingOptimizer:
+    """The method a distributed optimizer adds to its Keras class: reduce, then apply."""
+
+    _reduce_gradients: GradientReducer
+
+    def apply(self, grads: Iterable[Any], trainable_variables: Iterable[Any] | None = None) -> Any:
+        grads = list(grads)
+        variables = list(trainable_variables) if trainable_variables is not None else self._trainable_variables
+        return super().apply(self._reduce_gradients(grads, variables), trainable_variables)

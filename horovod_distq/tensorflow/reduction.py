@@ -1,0 +1,129 @@
+"""One step's gradients reduced across ranks at once: what the Keras optimizer of
+:mod:`horovod_distq.tensorflow.keras` runs inside ``model.fit``'s traced train step.
+
+Horovod's tape reduces each gradient inside a ``tf.cond`` of its own (one allreduce, and with
+DistQ one allgather, per gradient), which makes a traced step's graph and its first trace grow
+with every gradient. :class:`GradientReducer` compresses every gradient, sends the dense ones and
+DistQ's placeholders in one grouped allreduce per dtype, then DistQ's pairs of every compressed
+gradient in one grouped allgather: the same collectives whatever the number of layers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import horovod.tensorflow as hvd
+import tensorflow as tf
+from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+
+from horovod_distq.tensorflow.compressor import DistQ
+from horovod_distq.tensorflow.naming import variable_name
+from horovod_distq.tensorflow.tape import backing_variable
+
+
+class GradientReducer:
+    """Reduces a step's gradients across the ranks of a process set, as Horovod's tape would.
+
+    Args:
+        compression: a :class:`DistQ`, a Horovod compressor (``hvd.Compression.fp16``), or None
+            (dense, ``hvd.Compression.none``).
+        op: ``hvd.Average`` or ``hvd.Sum``.
+        gradient_predivide_factor: with ``hvd.Average``, divide by this before the sum and by
+            size / factor after it, as Horovod does.
+        process_set: the ranks to reduce over.
+
+    Raises:
+        ValueError: an op other than Average and Sum, a predivide factor without Average or not
+            positive, or a DistQ made for another process set.
+
+    Example:
+        >>> reduce = GradientReducer(DistQ(ratio=0.01))
+        >>> grads = reduce(grads, model.trainable_variables)   # inside the train step
+    """
+
+    def __init__(
+        self,
+        compression: Any = None,
+        op: Any = hvd.Average,
+        gradient_predivide_factor: float = 1.0,
+        process_set: hvd.ProcessSet = hvd.global_process_set,
+    ) -> None:
+        if op not in (hvd.Average, hvd.Sum):
+            raise ValueError("the gradients can be reduced with op=hvd.Average or hvd.Sum only")
+        if gradient_predivide_factor != 1.0 and op != hvd.Average:
+            raise ValueError("gradient_predivide_factor needs op=hvd.Average")
+        if not gradient_predivide_factor > 0:
+            raise ValueError(f"gradient_predivide_factor must be positive, got {gradient_predivide_factor}")
+        if isinstance(compression, DistQ) and compression.exchange.process_set != process_set:
+            raise ValueError("make the DistQ with the process_set its gradients are reduced over")
+        self.compression = hvd.Compression.none if compression is None else compression
+        self.op = op
+        # Horovod's split of an average: the C++ side divides the postscale factor by the size.
+        self.prescale_factor = 1.0 / gradient_predivide_factor if op == hvd.Average else 1.0
+        self.postscale_factor = gradient_predivide_factor if op == hvd.Average else 1.0
+        self.process_set = process_set
+
+    def __call__(self, gradients: Sequence[Any], variables: Sequence[Any]) -> list[Any]:
+        """Every rank's gradients reduced, in the order given.
+
+        Args:
+            gradients: this rank's gradients (tensors, ``tf.IndexedSlices`` or None), one per variable.
+            variables: the variables (``tf.Variable`` or Keras 3), whose names key DistQ's state.
+
+        Returns:
+            The reduced gradients, None where the gradient was None. ``tf.IndexedSlices`` (an
+            embedding's) travel as Horovod sends them, by allgather.
+
+        Raises:
+            RuntimeError: called inside an XLA-compiled function (``jit_compile=True``).
+        """
+        _refuse_xla()
+        reduced: list[Any] = [None] * len(gradients)
+        present = [i for i, g in enumerate(gradients) if g is not None]
+        sparse = [i for i in present if isinstance(gradients[i], tf.IndexedSlices)]
+        dense = [i for i in present if not isinstance(gradients[i], tf.IndexedSlices)]
+        if sparse:
+            # Horovod allgathers IndexedSlices (its scale factors do not apply; the average is the same).
+            slices = hvd.grouped_allreduce([gradients[i] for i in sparse], op=self.op, process_set=self.process_set)
+            for i, gradient in zip(sparse, slices):
+                reduced[i] = gradient
+        if dense:
+            summed = self._reduce_dense([gradients[i] for i in dense], [variables[i] for i in dense])
+            for i, gradient in zip(dense, summed):
+                reduced[i] = gradient
+        return reduced
+
+    def _reduce_dense(self, gradients: list[tf.Tensor], variables: list[Any]) -> list[tf.Tensor]:
+        distq = self.compression if isinstance(self.compression, DistQ) else None
+        names = [variable_name(v) for v in variables]
+        backing = [backing_variable(v) for v in variables]
+        with distq.names.given(names, backing) if distq else nullcontext(), \
+                distq.exchange.one_round() if distq else nullcontext():
+            compressed, contexts = zip(*(self.compression.compress(g) for g in gradients))
+            summed = self._grouped_allreduce(list(compressed))
+            return [self.compression.decompress(t, ctx) for t, ctx in zip(summed, contexts)]
+
+    def _grouped_allreduce(self, tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+        # Horovod's grouped allreduce takes one dtype: one group per dtype, in dtype-name order on every rank.
+        positions = sorted(range(len(tensors)), key=lambda i: tensors[i].dtype.name)
+        result: list[Any] = [None] * len(tensors)
+        for _, group in itertools.groupby(positions, key=lambda i: tensors[i].dtype.name):
+            group = list(group)
+            summed = hvd.grouped_allreduce(
+                [tensors[i] for i in group], op=self.op, prescale_factor=self.prescale_factor,
+                postscale_factor=self.postscale_factor, process_set=self.process_set,
+            )
+            for i, tensor in zip(group, summed):
+                result[i] = tensor
+        return result
+
+
+def _refuse_xla() -> None:
+    if not tf.executing_eagerly() and GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+        raise RuntimeError(
+            "horovod-distq: Horovod's collectives and DistQ's ops have no XLA kernels; compile the model "
+            "with jit_compile=False (Keras turns XLA on by default where a GPU is present)"
+        )

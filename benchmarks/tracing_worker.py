@@ -37,14 +37,37 @@ def mobilenet(image_size: int) -> keras.Model:
     return keras.applications.MobileNetV2(input_shape=(image_size, image_size, 3), weights=None, classes=10)
 
 
-def step_function(method: str, model: keras.Model, compression, learning_rate: float):
-    """One training step of ``method`` on a batch, returning the loss as a number."""
+class StepTimer(keras.callbacks.Callback):
+    """Each training batch's seconds, every batch started on every rank together (so a step takes
+    the slowest rank's time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        hvd.allreduce(tf.zeros([1]), name="step.start")
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self.started)
+
+
+def timed_steps(method: str, model: keras.Model, compression, args: argparse.Namespace) -> list[float]:
+    """Trains ``args.steps + 1`` steps of ``method`` on random batches; returns each step's seconds."""
     loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    generator = np.random.default_rng(hvd.rank())
+    size = (args.batch_size * (args.steps + 1), args.image_size, args.image_size, 3)
+    x, y = generator.standard_normal(size).astype(np.float32), generator.integers(0, 10, size[0])
+    timer = StepTimer()
     if method.startswith("fit-"):
-        optimizer = distq_keras.DistributedOptimizer(keras.optimizers.SGD(learning_rate), compression=compression)
+        optimizer = distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.01), compression=compression)
         model.compile(optimizer=optimizer, loss=loss_fn, jit_compile=False)
-        return lambda x, y: float(model.train_on_batch(x, y))
-    optimizer = keras.optimizers.SGD(learning_rate)
+        # As users run it: the broadcast callback builds the optimizer (and DistQ's state) eagerly.
+        callbacks = [distq_keras.BroadcastGlobalVariablesCallback(root_rank=0), timer]
+        model.fit(x, y, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+        return timer.seconds
+    optimizer = keras.optimizers.SGD(0.01)
 
     @tf.function
     def step(x, y):
@@ -54,7 +77,12 @@ def step_function(method: str, model: keras.Model, compression, learning_rate: f
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
-    return lambda x, y: float(step(x, y))
+    distq_keras.broadcast_variables(model.variables, root_rank=0)
+    for start in range(0, size[0], args.batch_size):
+        timer.on_train_batch_begin(start)
+        float(step(tf.constant(x[start : start + args.batch_size]), tf.constant(y[start : start + args.batch_size])))
+        timer.on_train_batch_end(start)
+    return timer.seconds
 
 
 def main() -> None:
@@ -69,17 +97,7 @@ def main() -> None:
     hvd.init()
     tf.config.threading.set_intra_op_parallelism_threads(1)  # one core per worker
     model = mobilenet(args.image_size)
-    compression = make_compression(args.method, args.ratio)
-    step = step_function(args.method, model, compression, 0.01)
-    generator = np.random.default_rng(hvd.rank())
-    seconds = []
-    for _ in range(args.steps + 1):
-        x = generator.standard_normal((args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
-        y = generator.integers(0, 10, args.batch_size)
-        hvd.allreduce(tf.zeros([1]), name="step.start")  # steps start together: a step takes the slowest rank's time
-        started = time.perf_counter()
-        step(tf.constant(x), tf.constant(y))
-        seconds.append(time.perf_counter() - started)
+    seconds = timed_steps(args.method, model, make_compression(args.method, args.ratio), args)
     if hvd.rank() == 0:
         record = {
             "method": args.method,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import horovod.tensorflow as hvd
@@ -15,7 +16,7 @@ from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.encoding import encode
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback, residual_dtype
 from horovod_distq.tensorflow.exchange import GradientExchange
-from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient
+from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient, variable_name
 from horovod_distq.tensorflow.ops import sparsify
 
 # How long the first traced step waits for every rank to join the settings check (seconds).
@@ -127,13 +128,41 @@ class DistQ(DistQCompressor, tf.Module):
     def _count(self, indices: tf.Tensor) -> tf.Tensor:
         return tf.size(indices, out_type=tf.int64)
 
+    def build(self, variables: Sequence[Any]) -> None:
+        """Creates, eagerly, the state of each of ``variables``' gradients that takes the sparse
+        path, and checks the ranks' settings (a collective: every rank calls it), so that the first
+        traced step creates no variable and ``tf.function`` traces it once, not twice.
+
+        Args:
+            variables: the trainable variables (``tf.Variable`` or Keras 3), as the optimizer builds.
+
+        Example:
+            >>> compression.build(model.trainable_variables)   # before the first step
+        """
+        for variable in variables:
+            spec = tf.TensorSpec(variable.shape, variable.dtype)
+            if not self.compresses(spec):
+                continue
+            name = variable_name(variable)
+            if self.config.error_feedback:
+                self.memory.prepare(name, spec.shape.num_elements(), spec.dtype)
+            if self.config.closed_loop:
+                self.controller.prepare(name)
+            self._selection_record(name)
+        if not self._settings_agreed:
+            self._agree_on_settings()
+
     def _record_selection(self, name: str, selected: tf.Tensor, threshold: tf.Tensor) -> tf.Variable:
+        record = self._selection_record(name)
+        record.assign(tf.stack([tf.cast(selected, tf.float64), tf.cast(threshold, tf.float64)]))
+        return record
+
+    def _selection_record(self, name: str) -> tf.Variable:
         record = self.selections.get(name)
         if record is None:
             with tf.init_scope():
                 record = tf.Variable(tf.constant([-1.0, math.nan], tf.float64), trainable=False, name="selection")
             self.selections[name] = record
-        record.assign(tf.stack([tf.cast(selected, tf.float64), tf.cast(threshold, tf.float64)]))
         return record
 
     def _read_selection(self, record: tf.Variable) -> tuple[int, float]:

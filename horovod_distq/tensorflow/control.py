@@ -36,11 +36,11 @@ class RatioController(tf.Module):
 
     def fit_ratio(self, name: str) -> tf.Tensor:
         """The ratio to pass to the fit for ``name`` this step (a float64 scalar tensor)."""
-        return tf.exp(self._loop(name)[0])
+        return tf.exp(self.prepare(name)[0])
 
     def update(self, name: str, selected: tf.Tensor, numel: int) -> None:
         """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
-        loop = self._loop(name)
+        loop = self.prepare(name)
         loop.assign(update_loop_state(loop, selected, numel, self.target))
 
     def state_dict(self) -> dict[str, Any]:
@@ -61,7 +61,8 @@ class RatioController(tf.Module):
                 if name not in self.loops:
                     self.loops[name] = tf.Variable(loop, trainable=False, name="loop")
 
-    def _loop(self, name: str) -> tf.Variable:
+    def prepare(self, name: str) -> tf.Variable:
+        """The loop state of ``name``, created (outside any trace) if it does not exist yet."""
         loop = self.loops.get(name)
         if loop is None:
             # Created once, outside any trace, as tf.function requires.

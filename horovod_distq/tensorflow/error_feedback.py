@@ -41,8 +41,17 @@ class ErrorFeedback(tf.Module):
         Raises:
             ValueError: the gradient of ``name`` changed size or dtype.
         """
-        numel = gradient.shape.num_elements()
-        dtype = residual_dtype(gradient.dtype)
+        residual = self.prepare(name, gradient.shape.num_elements(), gradient.dtype)
+        residual.assign_add(tf.cast(tf.reshape(gradient, [-1]), residual.dtype))
+        return residual.read_value()
+
+    def prepare(self, name: str, numel: int, gradient_dtype: tf.DType) -> tf.Variable:
+        """The residual of ``name``, created (zero, outside any trace) if it does not exist yet.
+
+        Raises:
+            ValueError: the residual of ``name`` exists with another size or dtype.
+        """
+        dtype = residual_dtype(gradient_dtype)
         residual = self.residuals.get(name)
         if residual is None:
             with tf.init_scope():
@@ -51,11 +60,10 @@ class ErrorFeedback(tf.Module):
         elif residual.shape.num_elements() != numel or residual.dtype != dtype:
             raise ValueError(
                 f"DistQ: gradient {name!r} had {residual.shape.num_elements()} entries accumulated in "
-                f"{residual.dtype.name} and now has {numel} x {gradient.dtype.name}; "
+                f"{residual.dtype.name} and now has {numel} x {gradient_dtype.name}; "
                 "use a new DistQ for a changed model"
             )
-        residual.assign_add(tf.cast(tf.reshape(gradient, [-1]), dtype))
-        return residual.read_value()
+        return residual
 
     def keep_unsent(self, name: str, indices: tf.Tensor, selected: tf.Tensor, sent: tf.Tensor) -> None:
         """Makes the accumulated gradient minus what was sent the residual of ``name``

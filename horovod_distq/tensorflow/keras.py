@@ -81,9 +81,14 @@ def DistributedOptimizer(
 
 
 class _ReducingOptimizer:
-    """The method a distributed optimizer adds to its Keras class: reduce, then apply."""
+    """The methods a distributed optimizer adds to its Keras class: reduce, then apply; and build
+    the compressor's state with the optimizer's (``fit`` builds it eagerly before the first trace)."""
 
     _reduce_gradients: GradientReducer
+
+    def build(self, variables: list[Any]) -> None:
+        super().build(variables)
+        self._reduce_gradients.build(variables)
 
     def apply(self, grads: Iterable[Any], trainable_variables: Iterable[Any] | None = None) -> Any:
         grads = list(grads)

@@ -66,6 +66,11 @@ class GradientReducer:
         self.postscale_factor = gradient_predivide_factor if op == hvd.Average else 1.0
         self.process_set = process_set
 
+    def build(self, variables: Sequence[Any]) -> None:
+        """Creates a DistQ's state for ``variables`` eagerly (see ``DistQ.build``); nothing otherwise."""
+        if isinstance(self.compression, DistQ):
+            self.compression.build(variables)
+
     def __call__(self, gradients: Sequence[Any], variables: Sequence[Any]) -> list[Any]:
         """Every rank's gradients reduced, in the order given.
 

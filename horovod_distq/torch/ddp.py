@@ -126,19 +126,18 @@ class DistQState(TorchCompressor):
     def reduce(self, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
         """The hook's work for one bucket; see :func:`distq_hook`."""
         buffer = bucket.buffer()
-        gradients = _gradient_views(buffer, bucket.parameters())
         dense, sparse = [], []
         try:
-            for parameter, gradient in zip(bucket.parameters(), gradients):
+            for parameter, gradient in zip(bucket.parameters(), _gradient_views(buffer, bucket.parameters())):
                 _, ctx = self.compress(gradient, name=self.names.of_parameter(parameter))
                 if ctx is None:
                     dense.append(gradient)
                 else:
                     sparse.append((gradient, ctx))
+            flat_dense = torch.cat([g.reshape(-1) for g in dense]) if dense else buffer.new_empty(0)
         except Exception:
             self.exchange.fail_round(buffer.device)  # the other ranks fail in this bucket too
             raise
-        flat_dense = torch.cat([g.reshape(-1) for g in dense]) if dense else buffer.new_empty(0)
         done = self.exchange.start_round(flat_dense, self.config, bucket.is_last())
         unit = torch.ones(1, dtype=torch.float32, device=buffer.device)
 

@@ -135,8 +135,9 @@ class ProcessGroupExchange(RoundQueue):
 
     def fail_round(self, device: torch.device) -> None:
         """Joins the sizes allgather of a bucket this rank could not compress, saying so, so that
-        the other ranks raise too instead of waiting for its next collective; drops the queued pairs."""
-        self.discard()
+        the other ranks raise too instead of waiting for its next collective; drops this bucket's
+        queued pairs (earlier buckets' rounds are in flight, and their callbacks collect their pairs)."""
+        self._pending.clear()
         _all_gather(torch.tensor([0, 0, 0, FAILED], dtype=torch.int64, device=device), self.process_set.group)
 
     def _store_gathered(self, packed: PackedRound, rows: list[list[int]], gathered: torch.Tensor) -> None:

@@ -117,3 +117,26 @@ def test_distq_checkpoint_writes_what_restores(tmp_path) -> None:
         assert np.array_equal(restored.memory.residual(name).numpy(), residual.numpy()), name
     with pytest.raises(TypeError, match="DistQ"):
         distq_keras.DistQCheckpoint(hvd.Compression.fp16, tmp_path)
+
+
+@pytest.mark.parametrize("built", [True, False])
+def test_a_built_optimizer_traces_its_first_step_once(built: bool) -> None:
+    """Building the optimizer (as fit's broadcast callback does) creates DistQ's state eagerly, so
+    the first traced step creates no variable and is traced once; unbuilt, it is traced twice."""
+    model = small_model()
+    compression = distq.DistQ(ratio=0.05)
+    optimizer = distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9), compression=compression)
+    if built:
+        optimizer.build(model.trainable_variables)
+        assert set(compression.memory.residuals) == set(compression.controller.loops) == {"small/hidden/kernel"}
+    x, y = data()
+
+    @tf.function
+    def step() -> None:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model(x)))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    step()
+    step()
+    assert step.experimental_get_tracing_count() == (1 if built else 2)

@@ -186,8 +186,8 @@ class DistQ(DistQCompressor, tf.Module):
         self, ctx: SparseContext, indices: tf.Tensor, values: tf.Tensor, placeholder: tf.Tensor, size: int
     ) -> tf.Tensor:
         dtype = residual_dtype(ctx.dtype)
-        scaled = tf.cast(values, dtype) * (tf.cast(placeholder[0], dtype) / size)
-        dense = tf.scatter_nd(indices[:, None], scaled, [ctx.queued.layout.numel])
+        scaled = tf.cast(values, dtype) * tf.cast(placeholder / size, dtype)  # [k] * [1]
+        dense = tf.scatter_nd(tf.expand_dims(indices, 1), scaled, [ctx.queued.layout.numel])
         return tf.cast(tf.reshape(dense, ctx.shape), ctx.dtype)
 
 

@@ -36,7 +36,7 @@ class RatioController(tf.Module):
 
     def fit_ratio(self, name: str) -> tf.Tensor:
         """The ratio to pass to the fit for ``name`` this step (a float64 scalar tensor)."""
-        return tf.exp(self.prepare(name)[0])
+        return tf.exp(self.prepare(name).sparse_read(0))
 
     def update(self, name: str, selected: tf.Tensor, numel: int) -> None:
         """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""

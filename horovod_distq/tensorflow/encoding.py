@@ -60,21 +60,38 @@ def encode(encoding: str, indices: tf.Tensor, values: tf.Tensor, gradient_dtype:
     return EncodedPairs(indices, sent, tf.zeros([0], tf.float32), decoded)
 
 
-def decode(encoding: str, segment: tf.Tensor, count: tf.Tensor, index_dtype: str, gradient_dtype: str) -> tuple[
-    tf.Tensor, tf.Tensor
-]:
-    """Inverse of :func:`encode` for one rank's segment of bytes: (int64 indices, values); the
-    arguments of ``horovod_distq.torch.encoding.decode``, with ``count`` an int64 tensor."""
+def decode_segments(
+    encoding: str, index_dtype: str, gradient_dtype: str, payload: tf.Tensor, starts: tf.Tensor, counts: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Inverse of :func:`encode` for many segments of one kind at once, as ``horovod_distq.wire``
+    lays a segment out (indices, then values or the sign encoding's scales).
+
+    Args:
+        encoding, index_dtype, gradient_dtype: what the segments' tensors share.
+        payload: the gathered bytes (uint8).
+        starts: int64, where each segment's first byte is.
+        counts: int64, each segment's pairs.
+
+    Returns:
+        Every segment's pairs, concatenated in the segments' order: int64 indices and values in
+        the wire dtype (float32 for the sign encoding).
+    """
     spec = value_encoding(encoding)
-    index_end = count * tf_dtype(index_dtype).size
-    indices = from_bytes(segment[:index_end], tf_dtype(index_dtype))
+    index_type = tf_dtype(index_dtype)
+    index_end = starts + counts * index_type.size
+    indices = from_bytes(_byte_ranges(payload, starts, index_end), index_type)
     if spec.sign_in_index:
-        scales = from_bytes(segment[index_end : index_end + spec.scale_bytes], tf.float32)
+        scales = tf.reshape(from_bytes(_byte_ranges(payload, index_end, index_end + spec.scale_bytes), tf.float32),
+                            [-1, 2])
+        pair_scales = tf.repeat(scales, counts, axis=0)
         negative = indices < 0
-        return (
-            tf.cast(tf.where(negative, tf.bitwise.invert(indices), indices), tf.int64),
-            tf.where(negative, -scales[1], scales[0]),
-        )
+        values = tf.where(negative, -pair_scales[:, 1], pair_scales[:, 0])
+        return tf.cast(tf.where(negative, tf.bitwise.invert(indices), indices), tf.int64), values
     wire_dtype = tf_dtype(spec.value_dtype(gradient_dtype))
-    values = from_bytes(segment[index_end : index_end + count * wire_dtype.size], wire_dtype)
+    values = from_bytes(_byte_ranges(payload, index_end, index_end + counts * wire_dtype.size), wire_dtype)
     return tf.cast(indices, tf.int64), values
+
+
+def _byte_ranges(payload: tf.Tensor, starts: tf.Tensor, ends: tf.Tensor) -> tf.Tensor:
+    """The payload's bytes [starts[i], ends[i]) for every i, concatenated."""
+    return tf.gather(payload, tf.ragged.range(starts, ends).flat_values)

@@ -70,8 +70,8 @@ class ErrorFeedback(tf.Module):
         (:class:`horovod_distq.compressor.ErrorFeedbackRole` says how)."""
         residual = self.residuals[name]
         error = selected - tf.cast(sent, residual.dtype)
-        error = tf.where(tf.math.is_finite(error), error, tf.zeros_like(error))
-        residual.scatter_nd_update(indices[:, None], error)
+        error = tf.where(tf.math.is_finite(error), error, 0)
+        residual.scatter_nd_update(tf.expand_dims(indices, 1), error)
 
     def residual(self, name: str) -> tf.Variable | None:
         """The residual kept for ``name`` (flat), or None."""

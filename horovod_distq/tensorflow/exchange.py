@@ -14,7 +14,7 @@ works eagerly and inside ``tf.function`` and ``tf.cond`` alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from horovod_distq import wire
 from horovod_distq.compressor import EncodedPairs, QueuedTensor, SparseContext
-from horovod_distq.tensorflow.encoding import as_bytes, decode, from_bytes
+from horovod_distq.encodings import value_encoding
+from horovod_distq.tensorflow.encoding import as_bytes, decode_segments, from_bytes
 
 
 class GradientExchange:
@@ -146,19 +147,32 @@ def pack_round(
         ``(header, payload)``: uint8 vectors (Horovod's grouped allgather takes one dtype), as
         :mod:`horovod_distq.wire` lays them out.
     """
-    counts = [tf.size(p.indices, out_type=tf.int64) for p in pairs]
-    fields = tf.stack([tf.cast(field, tf.int64) for field in round_layout.header(counts)])
+    counts = tf.stack([tf.size(p.indices, out_type=tf.int64) for p in pairs]) if pairs else tf.zeros([0], tf.int64)
+    # round_layout.header(counts), with the payload's size summed as one vector operation.
+    tensors, checksum, _, *_ = round_layout.header([0] * len(pairs))
+    payload_bytes = tf.reduce_sum(counts * _per_tensor(round_layout, "pair_bytes")[0]) + sum(
+        value_encoding(layout.encoding).scale_bytes for layout in round_layout.tensors
+    )
+    fields = tf.concat([tf.constant([tensors, checksum], tf.int64), payload_bytes[None], counts], axis=0)
     header = tf.identity(as_bytes(fields), name=op_name and op_name + "_header")
-    parts = [tf.zeros([0], tf.uint8)] + [as_bytes(t) for p in pairs for t in p.wire_parts()]
+    # Parts known to be empty when traced (the scales of value encodings) add nothing to the graph.
+    parts = [tf.zeros([0], tf.uint8)] + [
+        as_bytes(t) for p in pairs for t in p.wire_parts() if t.shape.num_elements() != 0
+    ]
     return header, tf.concat(parts, axis=0, name=op_name and op_name + "_payload")
 
 
-@tf.autograph.experimental.do_not_convert  # plain Python loops over ranks and tensors, whatever calls it
+@tf.autograph.experimental.do_not_convert  # Python loops over the round's few tensor kinds, whatever calls it
 def parse_round(
     round_layout: wire.RoundLayout, ranks: int, gathered_header: tf.Tensor, gathered_payload: tf.Tensor
 ) -> list[tuple[tf.Tensor, tf.Tensor]]:
     """Every rank's pairs of each tensor of a round, from the gathered headers and payloads: the
     arguments and result of ``horovod_distq.torch.exchange.parse_round``, as TensorFlow tensors.
+
+    Vectorised over ranks and tensors, so that a traced step's graph does not grow with either:
+    the checks of :meth:`horovod_distq.wire.RoundLayout.checks` as a table of conditions, then one
+    gather of the indices and one of the values per kind of tensor (index dtype and encoding; a
+    round has one kind unless its gradients' dtypes or sizes differ), split by tensor.
 
     Raises:
         tf.errors.InvalidArgumentError: with the message of :mod:`horovod_distq.wire` of the first
@@ -166,44 +180,130 @@ def parse_round(
             tensor (eagerly at once, in a graph when the result is computed); every rank gathers
             the same bytes, so every rank raises it.
     """
-    headers = _header_fields(round_layout, ranks, gathered_header)
-    header_length = tf.size(gathered_header, out_type=tf.int64)
-    payload_length = tf.size(gathered_payload, out_type=tf.int64)
-    checked = _assert_all(round_layout.checks(headers, header_length, payload_length), [])
-    # Created under the checks' assertion, so no slice or bitcast runs on data that failed one.
+    headers = _header_table(round_layout, ranks, gathered_header)
+    checks = _round_checks(round_layout, headers, gathered_header, gathered_payload)
+    checked = _assert_table(*checks, after=[])
+    # Created under the checks' assertion, so no gather or bitcast runs on data that failed one.
     with tf.control_dependencies(checked):
-        pieces: list[list[tuple[tf.Tensor, tf.Tensor]]] = [[] for _ in round_layout.tensors]
-        for spans in round_layout.segments(headers):
-            for layout, piece, (start, count) in zip(round_layout.tensors, pieces, spans):
-                segment = gathered_payload[start : start + layout.segment_bytes(count)]
-                piece.append(decode(layout.encoding, segment, count, layout.index_dtype, layout.gradient_dtype))
-        # A flipped byte must not reach scatter_nd (an error on the CPU, silently dropped on a GPU).
-        index_checks = (
-            (tf.reduce_all((piece[rank][0] >= 0) & (piece[rank][0] < layout.numel)), wire.index_message(rank, layout))
-            for rank in range(ranks)
-            for layout, piece in zip(round_layout.tensors, pieces)
-        )
-        checked = _assert_all(index_checks, checked)
+        counts = headers[:, wire.HEADER_FIELDS :]
+        segment_bytes = counts * _per_tensor(round_layout, "pair_bytes") + _per_tensor(round_layout, "scale_bytes")
+        flat_bytes = tf.reshape(segment_bytes, [-1])
+        starts = tf.reshape(tf.cumsum(flat_bytes, exclusive=True), [ranks, -1])
+        decoded = []
+        index_failures = []
+        for positions in _tensor_kinds(round_layout).values():
+            layouts = [round_layout.tensors[p] for p in positions]
+            kind_counts = tf.reshape(tf.gather(counts, positions, axis=1), [-1])  # rank-major
+            kind_starts = tf.reshape(tf.gather(starts, positions, axis=1), [-1])
+            indices, values, tensor = _decode_kind(layouts, kind_counts, kind_starts, gathered_payload)
+            # A flipped byte must not reach scatter_nd (an error on the CPU, silently dropped on a GPU).
+            numels = tf.constant([layout.numel for layout in layouts], tf.int64)
+            outside = (indices < 0) | (indices >= tf.gather(numels, tensor))
+            segment = tf.repeat(tf.range(tf.size(kind_counts)), kind_counts)
+            failed = tf.math.unsorted_segment_max(tf.cast(outside, tf.int32), segment, tf.size(kind_counts)) > 0
+            index_failures.append((positions, tf.reshape(failed, [ranks, len(positions)])))
+            decoded.append((positions, indices, values, tensor))
+        failures = _scatter_columns(index_failures, ranks, len(round_layout.tensors))
+        messages = [wire.index_message(rank, layout) for rank in range(ranks) for layout in round_layout.tensors]
+        checked = _assert_table(tf.reshape(~failures, [-1]), messages, after=checked)
+    # Split by tensor under the index checks' assertion: no pair leaves before every index passed.
+    pairs: list[Any] = [None] * len(round_layout.tensors)
     with tf.control_dependencies(checked):
-        return [(tf.concat([i for i, _ in piece], 0), tf.concat([v for _, v in piece], 0)) for piece in pieces]
+        for positions, indices, values, tensor in decoded:
+            split = zip(tf.dynamic_partition(indices, tensor, len(positions)),
+                        tf.dynamic_partition(values, tensor, len(positions)))
+            for position, tensor_pairs in zip(positions, split):
+                pairs[position] = tensor_pairs
+    return pairs
 
 
-def _header_fields(round_layout: wire.RoundLayout, ranks: int, gathered_header: tf.Tensor) -> list[list[tf.Tensor]]:
+def _header_table(round_layout: wire.RoundLayout, ranks: int, gathered_header: tf.Tensor) -> tf.Tensor:
     # Exactly ``ranks`` headers' worth of bytes, cut or zero-padded, so that every field can be read
-    # before the checks tell whether it arrived; a Python list of scalars for the checks' loops.
+    # before the checks tell whether it arrived: int64 [ranks, header items].
     wanted = ranks * round_layout.header_bytes
     arrived = gathered_header[:wanted]
     fitted = tf.pad(arrived, [[0, wanted - tf.size(arrived)]])
-    rows = tf.reshape(from_bytes(fitted, tf.int64), [ranks, round_layout.header_items])
-    return [tf.unstack(row, num=round_layout.header_items) for row in tf.unstack(rows, num=ranks)]
+    return tf.reshape(from_bytes(fitted, tf.int64), [ranks, round_layout.header_items])
 
 
-def _assert_all(checks: Iterable[tuple[Any, str]], after: list[Any]) -> list[Any]:
-    # One assertion for many checks, reporting the first that fails (the same on every rank, eagerly
-    # as in a graph): one assertion per check would grow the graph by several per rank and gradient.
-    # Returns the control inputs for what may only run once the checks passed.
-    conditions, messages = zip(*checks)
-    passed = tf.stack([tf.cast(condition, tf.bool) for condition in conditions])
+def _round_checks(
+    round_layout: wire.RoundLayout, headers: tf.Tensor, gathered_header: tf.Tensor, gathered_payload: tf.Tensor
+) -> tuple[tf.Tensor, list[str]]:
+    """The conditions and messages of :meth:`horovod_distq.wire.RoundLayout.checks`, in its order
+    (per rank: header arrived, agreement, whole header, each count, declared payload, payload
+    arrived; then the two totals), computed for every rank at once."""
+    ranks = headers.shape[0]
+    header_bytes = round_layout.header_bytes
+    header_length = tf.size(gathered_header, out_type=tf.int64)
+    payload_length = tf.size(gathered_payload, out_type=tf.int64)
+    header_starts = tf.range(ranks, dtype=tf.int64) * header_bytes
+    counts = headers[:, wire.HEADER_FIELDS :]
+    declared = headers[:, wire.PAYLOAD_BYTES_FIELD]
+    segments = counts * _per_tensor(round_layout, "pair_bytes") + _per_tensor(round_layout, "scale_bytes")
+    per_rank = tf.concat([
+        (header_length >= header_starts + wire.HEADER_FIELDS * wire.HEADER_ITEM_BYTES)[:, None],
+        ((headers[:, wire.TENSORS_FIELD] == len(round_layout.tensors))
+         & (headers[:, wire.CHECKSUM_FIELD] == round_layout.checksum))[:, None],
+        (header_length >= header_starts + header_bytes)[:, None],
+        (counts >= 0) & (counts <= _per_tensor(round_layout, "numel")),
+        (declared == tf.reduce_sum(segments, axis=1))[:, None],
+        (tf.cumsum(declared) <= payload_length)[:, None],
+    ], axis=1)
+    totals = tf.stack([header_length == ranks * header_bytes, payload_length == tf.reduce_sum(declared)])
+    messages = []
+    for rank in range(ranks):
+        messages += [wire.header_cut_message(rank, header_bytes), wire.mismatch_message(rank, round_layout.names),
+                     wire.header_cut_message(rank, header_bytes)]
+        messages += [wire.count_message(rank, layout) for layout in round_layout.tensors]
+        messages += [wire.declared_payload_message(rank), wire.payload_cut_message(rank)]
+    messages += [wire.header_surplus_message(ranks - 1), wire.payload_surplus_message(ranks - 1)]
+    return tf.concat([tf.reshape(per_rank, [-1]), totals], axis=0), messages
+
+
+def _per_tensor(round_layout: wire.RoundLayout, what: str) -> tf.Tensor:
+    """A row of one int64 per tensor of the round: its ``numel``, ``pair_bytes`` or ``scale_bytes``."""
+    if what == "numel":
+        row = [layout.numel for layout in round_layout.tensors]
+    elif what == "pair_bytes":
+        row = [layout.pair_bytes() for layout in round_layout.tensors]
+    else:
+        row = [value_encoding(layout.encoding).scale_bytes for layout in round_layout.tensors]
+    return tf.constant([row], tf.int64)
+
+
+def _tensor_kinds(round_layout: wire.RoundLayout) -> dict[tuple[str, str, str | None], list[int]]:
+    """The round's tensors' positions, by what decoding them takes: index dtype, encoding, wire dtype."""
+    kinds: dict[tuple[str, str, str | None], list[int]] = {}
+    for position, layout in enumerate(round_layout.tensors):
+        spec = value_encoding(layout.encoding)
+        wire_dtype = spec.value_dtype(layout.gradient_dtype)
+        key = (layout.index_dtype, "sign" if spec.sign_in_index else "values", wire_dtype)
+        kinds.setdefault(key, []).append(position)
+    return kinds
+
+
+def _decode_kind(
+    layouts: list[wire.TensorLayout], counts: tf.Tensor, starts: tf.Tensor, payload: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Every pair of the segments of one kind of tensor (rank-major ``counts`` and byte ``starts``):
+    int64 indices, values, and the position among ``layouts`` of each pair's tensor."""
+    first = layouts[0]
+    indices, values = decode_segments(first.encoding, first.index_dtype, first.gradient_dtype, payload, starts, counts)
+    tensor = tf.repeat(tf.tile(tf.range(len(layouts)), [tf.size(counts) // len(layouts)]), counts)
+    return indices, values, tensor
+
+
+def _scatter_columns(columns: list[tuple[list[int], tf.Tensor]], ranks: int, tensors: int) -> tf.Tensor:
+    """A [ranks, tensors] table from per-kind tables whose columns are the given tensor positions."""
+    order = [position for positions, _ in columns for position in positions]
+    joined = tf.concat([table for _, table in columns], axis=1)
+    return tf.gather(joined, [order.index(position) for position in range(tensors)], axis=1)
+
+
+def _assert_table(passed: tf.Tensor, messages: list[str], after: list[Any]) -> list[Any]:
+    """One assertion for a table of checks (a bool vector), reporting the first that fails (the
+    same on every rank, eagerly as in a graph). Returns the control inputs for what may only run
+    once the checks passed."""
     # The first failing check's position (the last position when none fails: a valid index to gather).
     first_failure = tf.reduce_min(tf.where(passed, len(messages) - 1, tf.range(len(messages))))
     if tf.executing_eagerly():

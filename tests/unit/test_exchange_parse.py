@@ -313,7 +313,11 @@ def test_header_and_payload_sizes() -> None:
     assert gathered.payload.size == round_layout.payload_bytes(counts)
     assert gathered.header.view(np.int64).tolist() == [5, round_layout.checksum, gathered.payload.size, *counts]
     assert torch_exchange.StepExchange.round_header_bytes(5) == round_layout.header_bytes
-    assert tf_exchange.GradientExchange.tensor_header_bytes == wire.header_bytes(1) == 32
+    per_gradient = tf_exchange.GradientExchange()  # Horovod's tape: each gradient has its own header
+    assert per_gradient.tensor_header_bytes == wire.header_bytes(1) == 32 and per_gradient.round_header_bytes(5) == 0
+    with per_gradient.one_round():  # a step in one round: one header for all
+        pass
+    assert per_gradient.tensor_header_bytes == 0 and per_gradient.round_header_bytes(5) == round_layout.header_bytes
 
 
 # --- (b) the malformed buffers of issue 11 ---------------------------------------------------------

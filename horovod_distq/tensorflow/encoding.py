@@ -61,7 +61,8 @@ def encode(encoding: str, indices: tf.Tensor, values: tf.Tensor, gradient_dtype:
 
 
 def decode_segments(
-    encoding: str, index_dtype: str, gradient_dtype: str, payload: tf.Tensor, starts: tf.Tensor, counts: tf.Tensor
+    encoding: str, index_dtype: str, gradient_dtype: str, payload: tf.Tensor, starts: tf.Tensor, counts: tf.Tensor,
+    pair_segments: tf.Tensor,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Inverse of :func:`encode` for many segments of one kind at once, as ``horovod_distq.wire``
     lays a segment out (indices, then values or the sign encoding's scales).
@@ -71,6 +72,7 @@ def decode_segments(
         payload: the gathered bytes (uint8).
         starts: int64, where each segment's first byte is.
         counts: int64, each segment's pairs.
+        pair_segments: the segment of each pair, in order.
 
     Returns:
         Every segment's pairs, concatenated in the segments' order: int64 indices and values in
@@ -83,7 +85,7 @@ def decode_segments(
     if spec.sign_in_index:
         scales = tf.reshape(from_bytes(_byte_ranges(payload, index_end, index_end + spec.scale_bytes), tf.float32),
                             [-1, 2])
-        pair_scales = tf.repeat(scales, counts, axis=0)
+        pair_scales = tf.gather(scales, pair_segments)
         negative = indices < 0
         values = tf.where(negative, -pair_scales[:, 1], pair_scales[:, 0])
         return tf.cast(tf.where(negative, tf.bitwise.invert(indices), indices), tf.int64), values

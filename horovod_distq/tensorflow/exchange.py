@@ -195,11 +195,15 @@ def parse_round(
             layouts = [round_layout.tensors[p] for p in positions]
             kind_counts = tf.reshape(tf.gather(counts, positions, axis=1), [-1])  # rank-major
             kind_starts = tf.reshape(tf.gather(starts, positions, axis=1), [-1])
-            indices, values, tensor = _decode_kind(layouts, kind_counts, kind_starts, gathered_payload)
+            # Each pair's segment (rank-major: rank, then tensor of the kind) and tensor among ``layouts``.
+            segment = tf.searchsorted(tf.cumsum(kind_counts), tf.range(tf.reduce_sum(kind_counts)), side="right")
+            first = layouts[0]
+            indices, values = decode_segments(first.encoding, first.index_dtype, first.gradient_dtype,
+                                              gathered_payload, kind_starts, kind_counts, segment)
+            tensor = segment % len(layouts) if len(layouts) > 1 else None
             # A flipped byte must not reach scatter_nd (an error on the CPU, silently dropped on a GPU).
             numels = tf.constant([layout.numel for layout in layouts], tf.int64)
-            outside = (indices < 0) | (indices >= tf.gather(numels, tensor))
-            segment = tf.repeat(tf.range(tf.size(kind_counts)), kind_counts)
+            outside = (indices < 0) | (indices >= (numels[0] if tensor is None else tf.gather(numels, tensor)))
             failed = tf.math.unsorted_segment_max(tf.cast(outside, tf.int32), segment, tf.size(kind_counts)) > 0
             index_failures.append((positions, tf.reshape(failed, [ranks, len(positions)])))
             decoded.append((positions, indices, values, tensor))
@@ -210,6 +214,10 @@ def parse_round(
     pairs: list[Any] = [None] * len(round_layout.tensors)
     with tf.control_dependencies(checked):
         for positions, indices, values, tensor in decoded:
+            if tensor is None:  # a kind of one tensor: its pairs are all the kind's
+                [position] = positions
+                pairs[position] = (tf.identity(indices), tf.identity(values))
+                continue
             split = zip(tf.dynamic_partition(indices, tensor, len(positions)),
                         tf.dynamic_partition(values, tensor, len(positions)))
             for position, tensor_pairs in zip(positions, split):
@@ -280,17 +288,6 @@ def _tensor_kinds(round_layout: wire.RoundLayout) -> dict[tuple[str, str, str | 
         key = (layout.index_dtype, "sign" if spec.sign_in_index else "values", wire_dtype)
         kinds.setdefault(key, []).append(position)
     return kinds
-
-
-def _decode_kind(
-    layouts: list[wire.TensorLayout], counts: tf.Tensor, starts: tf.Tensor, payload: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Every pair of the segments of one kind of tensor (rank-major ``counts`` and byte ``starts``):
-    int64 indices, values, and the position among ``layouts`` of each pair's tensor."""
-    first = layouts[0]
-    indices, values = decode_segments(first.encoding, first.index_dtype, first.gradient_dtype, payload, starts, counts)
-    tensor = tf.repeat(tf.tile(tf.range(len(layouts)), [tf.size(counts) // len(layouts)]), counts)
-    return indices, values, tensor
 
 
 def _scatter_columns(columns: list[tuple[list[int], tf.Tensor]], ranks: int, tensors: int) -> tf.Tensor:

@@ -14,8 +14,9 @@ from horovod_distq.selection import SparseSelection
 from horovod_distq.tensorflow.compressor import DistQ
 from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback
+from horovod_distq.tensorflow.naming import backing_variable
 from horovod_distq.tensorflow.ops import sparsify
-from horovod_distq.tensorflow.tape import DistributedGradientTape, backing_variable
+from horovod_distq.tensorflow.tape import DistributedGradientTape
 from horovod_distq.tensorflow.telemetry import DistQTensorBoard
 
 __all__ = [

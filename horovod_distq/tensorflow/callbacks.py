@@ -16,7 +16,7 @@ import horovod.tensorflow as hvd
 import keras
 
 from horovod_distq.tensorflow.compressor import DistQ
-from horovod_distq.tensorflow.tape import backing_variable
+from horovod_distq.tensorflow.naming import backing_variable
 
 
 def broadcast_variables(

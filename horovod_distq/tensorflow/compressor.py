@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,9 +74,10 @@ class DistQ(DistQCompressor, tf.Module):
             self._agree_on_settings()
         return super().compress(tensor, name)
 
-    def _agree_on_settings(self) -> None:
+    def _agree_on_settings(self, variables_key: int = 0) -> None:
         """Checks, once, that every rank was given the settings that decide which gradients are
-        sparse and how their values travel, by one eager allgather when the first step is traced.
+        sparse and how their values travel, by one eager allgather when the first step is traced
+        (or in :meth:`build`, which also checks the variables: ``variables_key``).
 
         TensorFlow runs a step's collectives in parallel: where ranks disagree on compressing a
         gradient, Horovod's shape check fails that collective, and a rank that leaves the step
@@ -90,14 +92,19 @@ class DistQ(DistQCompressor, tf.Module):
         process_set = self.exchange.process_set
         if hvd.is_initialized() and process_set.included() and process_set.size() > 1:
             timeout = float(os.environ.get(AGREEMENT_TIMEOUT_VARIABLE, AGREEMENT_TIMEOUT_SECONDS))
-            keys = _allgather_within([self.config.agreement_key()], process_set, timeout)
+            keys = _allgather_within([self.config.agreement_key(), variables_key], process_set, timeout)
             if keys is None:
                 raise RuntimeError(
                     f"DistQ: not every rank joined the settings check of the first step within {timeout:g} s. "
                     "Every rank must hand its tape a DistQ (a rank with another compressor, or none, never "
                     f"joins). If ranks reach their first step further apart, set {AGREEMENT_TIMEOUT_VARIABLE}."
                 )
-            self.config.check_agreement(keys)
+            self.config.check_agreement(keys[0::2])
+            if len(set(keys[1::2])) > 1:
+                raise ValueError(
+                    "DistQ: the ranks' trainable variables differ in names, shapes or dtypes (a checksum by rank: "
+                    f"{keys[1::2]}); every rank must train the same model"
+                )
         self._settings_agreed = True
 
     @tf.autograph.experimental.do_not_convert
@@ -131,14 +138,19 @@ class DistQ(DistQCompressor, tf.Module):
     def build(self, variables: Sequence[Any]) -> None:
         """Creates, eagerly, the state of each of ``variables``' gradients that takes the sparse
         path, and checks the ranks' settings (a collective: every rank calls it), so that the first
-        traced step creates no variable and ``tf.function`` traces it once, not twice.
+        traced step creates no variable and ``tf.function`` traces it once, not twice. It also
+        checks that every rank's variables have the same names, shapes and dtypes.
 
         Args:
             variables: the trainable variables (``tf.Variable`` or Keras 3), as the optimizer builds.
 
+        Raises:
+            ValueError: the ranks' settings, or their variables, differ (on every rank).
+
         Example:
             >>> compression.build(model.trainable_variables)   # before the first step
         """
+        described = "\n".join(f"{variable_name(v)}:{v.shape}:{tf.as_dtype(v.dtype).name}" for v in variables)
         for variable in variables:
             spec = tf.TensorSpec(variable.shape, variable.dtype)
             if not self.compresses(spec):
@@ -149,8 +161,8 @@ class DistQ(DistQCompressor, tf.Module):
             if self.config.closed_loop:
                 self.controller.prepare(name)
             self._selection_record(name)
-        if not self._settings_agreed:
-            self._agree_on_settings()
+        # Ranks whose models differ would reduce differently grouped gradients: found here, not in a stall.
+        self._agree_on_settings(zlib.crc32(described.encode()))
 
     def _record_selection(self, name: str, selected: tf.Tensor, threshold: tf.Tensor) -> tf.Variable:
         record = self._selection_record(name)

@@ -74,6 +74,20 @@ class GradientNames:
         self._names, self._graph, self._position = names, None, 0
 
 
+def backing_variable(variable: Any) -> tf.Variable:
+    """The ``tf.Variable`` a ``tf.Variable`` or a Keras 3 variable stores its value in.
+
+    Raises:
+        TypeError: neither a ``tf.Variable`` nor a Keras variable backed by one.
+    """
+    if isinstance(variable, tf.Variable):
+        return variable
+    value = getattr(variable, "value", None)
+    if isinstance(value, tf.Variable):
+        return value
+    raise TypeError(f"expected a tf.Variable or a Keras variable, got {type(variable).__name__}")
+
+
 def variable_name(variable: Any) -> str:
     """The name a gradient of ``variable`` gets: a Keras 3 path ("sequential/dense/kernel") is unique
     within a model; a ``tf.Variable``'s name loses its ":0"."""

@@ -20,8 +20,7 @@ import tensorflow as tf
 from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 
 from horovod_distq.tensorflow.compressor import DistQ
-from horovod_distq.tensorflow.naming import variable_name
-from horovod_distq.tensorflow.tape import backing_variable
+from horovod_distq.tensorflow.naming import backing_variable, variable_name
 
 
 class GradientReducer:
@@ -71,12 +70,15 @@ class GradientReducer:
         if isinstance(self.compression, DistQ):
             self.compression.build(variables)
 
-    def __call__(self, gradients: Sequence[Any], variables: Sequence[Any]) -> list[Any]:
+    def __call__(
+        self, gradients: Sequence[Any], variables: Sequence[Any], names: Sequence[str] | None = None
+    ) -> list[Any]:
         """Every rank's gradients reduced, in the order given.
 
         Args:
             gradients: this rank's gradients (tensors, ``tf.IndexedSlices`` or None), one per variable.
-            variables: the variables (``tf.Variable`` or Keras 3), whose names key DistQ's state.
+            variables: the variables (``tf.Variable`` or Keras 3).
+            names: the names that key DistQ's state, one per variable; by default the variables'.
 
         Returns:
             The reduced gradients, None where the gradient was None. ``tf.IndexedSlices`` (an
@@ -96,14 +98,15 @@ class GradientReducer:
             for i, gradient in zip(sparse, slices):
                 reduced[i] = gradient
         if dense:
-            summed = self._reduce_dense([gradients[i] for i in dense], [variables[i] for i in dense])
+            names = [variable_name(v) for v in variables] if names is None else list(names)
+            summed = self._reduce_dense([gradients[i] for i in dense], [variables[i] for i in dense],
+                                        [names[i] for i in dense])
             for i, gradient in zip(dense, summed):
                 reduced[i] = gradient
         return reduced
 
-    def _reduce_dense(self, gradients: list[tf.Tensor], variables: list[Any]) -> list[tf.Tensor]:
+    def _reduce_dense(self, gradients: list[tf.Tensor], variables: list[Any], names: list[str]) -> list[tf.Tensor]:
         distq = self.compression if isinstance(self.compression, DistQ) else None
-        names = [variable_name(v) for v in variables]
         backing = [backing_variable(v) for v in variables]
         with distq.names.given(names, backing) if distq else nullcontext(), \
                 distq.exchange.one_round() if distq else nullcontext():

@@ -1,10 +1,12 @@
-"""``DistributedGradientTape``: Horovod's tape, taking Keras 3 variables and naming DistQ's state.
+"""``DistributedGradientTape``: Horovod's tape, taking Keras 3 variables, with DistQ in one round a step.
 
 Horovod 0.28.1's tape keys gradients by ``variable.ref()``, which Keras 3 variables lack, so
 ``hvd.DistributedGradientTape(...).gradient(loss, model.trainable_variables)`` fails on a Keras 3
 model (Horovod issue 4290). This tape hands Horovod the ``tf.Variable`` behind each Keras variable
-(its ``.value``) and otherwise leaves everything to Horovod's tape: op, scale factors, groups,
-local sources, process sets.
+(its ``.value``) and otherwise leaves everything to Horovod's tape (local sources, groups, process
+sets), except the reduction of a DistQ step: all of its gradients in one round
+(:class:`horovod_distq.tensorflow.reduction.GradientReducer`) instead of one ``tf.cond`` and
+allreduce per gradient.
 """
 
 from __future__ import annotations
@@ -15,21 +17,8 @@ import horovod.tensorflow as hvd
 import tensorflow as tf
 
 from horovod_distq.tensorflow.compressor import DistQ
-from horovod_distq.tensorflow.naming import variable_name
-
-
-def backing_variable(variable: Any) -> tf.Variable:
-    """The ``tf.Variable`` a ``tf.Variable`` or a Keras 3 variable stores its value in.
-
-    Raises:
-        TypeError: neither a ``tf.Variable`` nor a Keras variable backed by one.
-    """
-    if isinstance(variable, tf.Variable):
-        return variable
-    value = getattr(variable, "value", None)
-    if isinstance(value, tf.Variable):
-        return value
-    raise TypeError(f"expected a tf.Variable or a Keras variable, got {type(variable).__name__}")
+from horovod_distq.tensorflow.naming import backing_variable, variable_name
+from horovod_distq.tensorflow.reduction import GradientReducer
 
 
 def DistributedGradientTape(
@@ -46,7 +35,9 @@ def DistributedGradientTape(
     Returns:
         Horovod's distributed tape, whose ``gradient``, ``register_local_source`` and
         ``get_local_and_global_gradients`` also take Keras 3 variables. With a :class:`DistQ`,
-        each gradient's error-feedback and closed-loop state is named after its variable.
+        each gradient's error-feedback and closed-loop state is named after its variable, and a
+        step's gradients travel in one round (without ``groups``; with them, Horovod's per-gradient
+        path). On one worker nothing is reduced or compressed, as Horovod's tape does.
 
     Raises:
         ValueError: ``op=hvd.Adasum`` with a :class:`DistQ` (Adasum reduces parameters, not sums).
@@ -61,7 +52,7 @@ def DistributedGradientTape(
     if isinstance(compression, DistQ) and horovod_options.get("op") == hvd.Adasum:
         raise ValueError("DistQ sends sparse sums; op=hvd.Adasum is not supported with it")
     tape = hvd.DistributedGradientTape(gradtape, compression=compression, **horovod_options)
-    _KerasVariables(tape, compression, horovod_options.get("sparse_as_dense", False)).install()
+    _KerasVariables(tape, compression, horovod_options).install()
     return tape
 
 
@@ -69,16 +60,29 @@ class _KerasVariables:
     """Horovod tape methods that take Keras 3 variables, map them to their ``tf.Variable`` for
     Horovod, and name DistQ's gradients after them.
 
+    With a :class:`DistQ` (and no ``groups``), the gradients are reduced in one round a step by
+    :class:`horovod_distq.tensorflow.reduction.GradientReducer` instead of Horovod's allreduce of
+    each gradient in a ``tf.cond`` of its own: the same sums, with the same collectives whatever
+    the number of gradients, and a smaller traced graph.
+
     Args:
         tape: Horovod's distributed tape, whose methods this wraps.
         compression: the tape's compressor.
-        sparse_as_dense: the tape's option: IndexedSlices gradients are compressed too.
+        horovod_options: the tape's other arguments (``sparse_as_dense``: IndexedSlices gradients
+            are compressed too; ``op``, ``gradient_predivide_factor``, ``process_set``, ``groups``).
     """
 
-    def __init__(self, tape: tf.GradientTape, compression: Any, sparse_as_dense: bool) -> None:
+    def __init__(self, tape: tf.GradientTape, compression: Any, horovod_options: dict[str, Any]) -> None:
         self.tape = tape
         self.compression = compression
-        self.sparse_as_dense = sparse_as_dense
+        self.sparse_as_dense = horovod_options.get("sparse_as_dense", False)
+        self.process_set = horovod_options.get("process_set", hvd.global_process_set)
+        self.reducer = None
+        if isinstance(compression, DistQ) and horovod_options.get("groups") is None:
+            self.reducer = GradientReducer(
+                compression, horovod_options.get("op", hvd.Average),
+                horovod_options.get("gradient_predivide_factor", 1.0), self.process_set,
+            )
         self.horovod_gradient = tape.gradient
         self.horovod_register_local_source = tape.register_local_source
         self.horovod_split = tape.get_local_and_global_gradients
@@ -111,6 +115,12 @@ class _KerasVariables:
     def allreduce_grads(self, grads, variables, use_generic_names=False):
         if not isinstance(self.compression, DistQ):
             return self.horovod_allreduce(grads, variables, use_generic_names)
+        if self.reducer is not None:
+            if not (self.process_set.included() and self.process_set.size() > 1):
+                return list(grads)  # as Horovod's tape: nothing to reduce, nothing compressed
+            if self.sparse_as_dense:
+                grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+            return self.reducer(grads, variables, [self.names.get(id(v), variable_name(v)) for v in variables])
         # Horovod calls compress() once per dense gradient, in order; sparse ones it allgathers itself.
         compressed = [
             v for g, v in zip(grads, variables)

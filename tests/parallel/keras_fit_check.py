@@ -163,3 +163,14 @@ def test_a_custom_loop_reduces_through_the_optimizer_too() -> None:
     expected = before[0] - LEARNING_RATE * np.mean([selected_part(g, compression) for g in all_ranks(raw[kernel.path])],
                                                    axis=0)
     check_close(kernel.numpy(), expected, "custom loop kernel")
+
+
+def test_ranks_with_different_models_fail_before_the_first_step() -> None:
+    """Rank 1's model is float64: the optimizer's build finds it on every rank (no stall)."""
+    keras.utils.set_random_seed(0)
+    dtype = "float32" if hvd.rank() == 0 else "float64"
+    model = keras.Sequential([keras.Input((64,), dtype=dtype), keras.layers.Dense(32, dtype=dtype)], name="mixed")
+    compiled(model, make_compression("distq"))
+    with pytest.raises(ValueError, match="every rank must train the same model"):
+        model.fit(*rank_data(1), batch_size=32, epochs=1, verbose=0,
+                  callbacks=[distq_keras.BroadcastGlobalVariablesCallback(0)])

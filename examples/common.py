@@ -122,6 +122,11 @@ def run_record(kind: str, args: argparse.Namespace, compression: Any, accuracy: 
     return result
 
 
+def checkpoint_files(model_files: str, distq_file: Path, compressed: bool) -> str:
+    """The files of one run's checkpoint: the model's, and with DistQ the file of its state beside them."""
+    return f"{model_files} + {distq_file}" if compressed else model_files
+
+
 def checkpoint_contents(compressed: bool) -> str:
     """What an example's checkpoint of one run holds, in words."""
     return "model, optimizer" + (", every rank's DistQ residuals and closed-loop state" if compressed else "")

@@ -81,7 +81,8 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
         if compressed:
             with open(args.out / f"{kind}-distq.pkl", "wb") as file:
                 pickle.dump(distq_state, file)
-        result.update(checkpoint=f"{prefix}.*", contents=common.checkpoint_contents(compressed))
+        result.update(checkpoint=common.checkpoint_files(f"{prefix}.*", args.out / f"{kind}-distq.pkl", compressed),
+                      contents=common.checkpoint_contents(compressed))
     return result
 
 
@@ -126,7 +127,8 @@ def train_with_fit(kind: str, args: argparse.Namespace, data) -> dict:
     result = common.run_record(kind, args, compression, float(np.mean(predictions == test_y)), sent.sent, elapsed)
     if hvd.rank() == 0:
         prefix = tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(args.out / kind))
-        result.update(checkpoint=f"{prefix}.*", contents=common.checkpoint_contents(compressed))
+        result.update(checkpoint=common.checkpoint_files(f"{prefix}.*", args.out / f"{kind}-distq.pkl", compressed),
+                      contents=common.checkpoint_contents(compressed))
     return result
 
 

@@ -49,6 +49,18 @@ def test_tensorflow_digits_example_runs_and_saves(tmp_path) -> None:
     check_telemetry(tmp_path / "tb")
 
 
+def test_tensorflow_digits_example_fits_and_saves(tmp_path) -> None:
+    output = horovodrun(ROOT / "examples/tensorflow2_digits.py", "gloo", "--fit", "--epochs", "2", "--out",
+                        str(tmp_path), "--logdir", str(tmp_path / "tb"))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [run["compression"] for run in summary["runs"]] == ["none", "distq"]
+    dense, distq = summary["runs"]
+    assert distq["bytes_sent_per_step"] < dense["bytes_sent_per_step"] / 10 and distq["test_accuracy"] > 0.5, summary
+    assert (tmp_path / "distq.index").exists() and (tmp_path / "distq-distq.pkl").exists()
+    assert f"{tmp_path / 'distq-distq.pkl'}" in output
+    check_telemetry(tmp_path / "tb")
+
+
 def test_package_import_leaves_out_benchmark_dependencies() -> None:
     """matplotlib and scikit-learn serve benchmarks/ and examples/ only; the torch frontend needs no TensorFlow."""
     check = ("import sys, horovod_distq.torch; "
@@ -88,3 +100,11 @@ def test_e2e_suite_on_a_shaped_loopback(tmp_path) -> None:
     records = json.loads((tmp_path / "e2e.json").read_text())
     assert [r["method"] for r in records] == ["dense", "distq"]
     assert records[1]["bytes_sent_last_step"] < records[0]["bytes_sent_last_step"] / 10
+
+
+def test_tracing_suite(tmp_path) -> None:
+    bench("tracing", "--methods", "fit-dense", "tape-distq", "--steps", "2", out=tmp_path)
+    records = json.loads((tmp_path / "tracing.json").read_text())
+    assert [r["method"] for r in records] == ["fit-dense", "tape-distq"]
+    assert all(r["gradient_tensors"] == 158 and r["first_step_s"] > 0 for r in records), records
+    assert (tmp_path / "tracing.png").stat().st_size > 0

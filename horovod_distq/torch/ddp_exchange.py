@@ -59,19 +59,22 @@ class ProcessGroupExchange(RoundQueue):
         >>> indices, values = exchange.collect(ctx)       # once ``done`` has completed
     """
 
+    # Per step: [rounds (one sizes allgather each), rounds whose headers and pairs were gathered].
     __slots__ = ("_rounds_last_step", "_rounds_this_step", "process_set")
 
     def __init__(self, process_group: dist.ProcessGroup | None = None) -> None:
         super().__init__()
         self.process_set = GroupMembers(process_group)
-        self._rounds_this_step = 0
-        self._rounds_last_step = 0
+        self._rounds_this_step = [0, 0]
+        self._rounds_last_step = [0, 0]
 
     def round_header_bytes(self, tensors: int) -> int:
         """Bytes of this rank's sizes and headers in the last step, which compressed ``tensors``
-        tensors in as many rounds as it had buckets."""
-        per_round = (SIZE_FIELDS + wire.HEADER_FIELDS) * wire.HEADER_ITEM_BYTES
-        return self._rounds_last_step * per_round + tensors * wire.HEADER_ITEM_BYTES
+        tensors: sizes in every bucket's round, a header where any rank had pairs to gather (the
+        padding up to the largest rank's bytes is not counted)."""
+        rounds, gathered = self._rounds_last_step
+        sizes = rounds * SIZE_FIELDS * wire.HEADER_ITEM_BYTES
+        return sizes + gathered * wire.HEADER_FIELDS * wire.HEADER_ITEM_BYTES + tensors * wire.HEADER_ITEM_BYTES
 
     def gather_bytes(self, payload: bytes) -> bytes:
         """Every rank's ``payload`` concatenated in rank order (for ``state_dict(all_ranks=True)``)."""
@@ -104,7 +107,6 @@ class ProcessGroupExchange(RoundQueue):
             ValueError: on every rank, when ranks disagree on settings or on the dense length.
         """
         packed = self._take_round()
-        self._count_round(last_of_step)
         group = self.process_set.group
         ranks = self.process_set.size()
         own = [packed.header.numel(), packed.payload.numel(), dense.numel(), config.agreement_key()]
@@ -123,6 +125,7 @@ class ProcessGroupExchange(RoundQueue):
             padded[packed.header.numel() : packed.header.numel() + packed.payload.numel()] = packed.payload
             gathered = padded.new_empty(ranks * capacity)
             works.append(_gather_into(gathered, padded, group=group, async_op=True))
+        self._count_round(gathered is not None, last_of_step)
 
         def finish(done: torch.futures.Future) -> torch.Tensor:
             for future in done.value():
@@ -145,10 +148,11 @@ class ProcessGroupExchange(RoundQueue):
         payloads = torch.cat([rank[header : header + payload] for rank, (header, payload, *_) in zip(gathered, rows)])
         self._store_round(packed, len(rows), headers, payloads)
 
-    def _count_round(self, last_of_step: bool) -> None:
-        self._rounds_this_step += 1
+    def _count_round(self, gathered: bool, last_of_step: bool) -> None:
+        self._rounds_this_step[0] += 1
+        self._rounds_this_step[1] += gathered
         if last_of_step:
-            self._rounds_last_step, self._rounds_this_step = self._rounds_this_step, 0
+            self._rounds_last_step, self._rounds_this_step = self._rounds_this_step, [0, 0]
 
 
 def _gather_into(output: torch.Tensor, tensor: torch.Tensor, **kwargs: Any) -> dist.Work | None:

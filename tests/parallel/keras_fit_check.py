@@ -22,7 +22,7 @@ import tensorflow as tf
 import horovod_distq.tensorflow as distq
 import horovod_distq.tensorflow.keras as distq_keras
 from tests.parallel.common import assert_identical_on_every_rank
-from tests.parallel.tensorflow_tape_check import all_ranks, batch, check_close, raw_gradients, selected_part
+from tests.parallel.tensorflow_tape_check import all_ranks, batch, check_close, loss_of, raw_gradients, selected_part
 
 RATIO = 0.05
 LEARNING_RATE = 0.1
@@ -155,7 +155,7 @@ def test_a_custom_loop_reduces_through_the_optimizer_too() -> None:
     @tf.function
     def step() -> None:
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model(x)))
+            loss = loss_of(model, x, y)
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
 
     step()

@@ -341,3 +341,21 @@ def test_log_to_writes_the_last_steps_stats_to_tensorboard(tmp_path) -> None:
         assert [s.step for s in logged] == [0, 1, 2], tag
         assert logged[-1].value == pytest.approx(expected, rel=1e-6) == written[tag], tag
     assert written["distq/step/bytes_fraction"] == pytest.approx(compression.bytes_sent / (5000 * 4))
+
+
+def test_a_device_without_a_kernel_is_served_through_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA has no kernel in this build: sparsify then runs on a host copy, warning once. Forced here
+    on CPU tensors (every device but the CPU takes this path), the results are the direct path's."""
+    from horovod_distq.torch import ops
+
+    gradient = torch.randn(64, 100)
+    direct = round_trip(DistQ(ratio=0.01), gradient)
+    monkeypatch.setattr(ops, "_runs_on_host", lambda tensor: True)
+    monkeypatch.setattr(ops, "_STAGED_DEVICE_TYPES", set())
+    with pytest.warns(RuntimeWarning, match="copied to the host"):
+        staged = round_trip(DistQ(ratio=0.01), gradient)
+    assert torch.equal(staged, direct)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per device type
+        ops.sparsify(gradient, 0.01)
+    assert ops.has_kernel("cpu") and not ops.has_kernel("cuda")

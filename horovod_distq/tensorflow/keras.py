@@ -58,6 +58,7 @@ def DistributedOptimizer(
         reduce first. A model saved with it stores the plain optimizer: wrap it again after loading.
 
     Raises:
+        TypeError: ``optimizer`` is not a Keras 3 optimizer.
         ValueError: an unsupported ``op`` or factor, or ``optimizer`` has been used already.
         RuntimeError: at the first step, under ``jit_compile=True`` (Horovod's ops have no XLA kernels).
 
@@ -82,7 +83,8 @@ def DistributedOptimizer(
 
 class _ReducingOptimizer:
     """The methods a distributed optimizer adds to its Keras class: reduce, then apply; and build
-    the compressor's state with the optimizer's (``fit`` builds it eagerly before the first trace)."""
+    the compressor's state with the optimizer's (eagerly, when ``BroadcastGlobalVariablesCallback``
+    builds the optimizer before ``fit``'s first trace)."""
 
     _reduce_gradients: GradientReducer
 

@@ -1,4 +1,4 @@
-"""The benchmark command: ``python -m benchmarks [--out DIR] {kernels,e2e,quality,tracing}``,
+"""The benchmark command: ``python -m benchmarks [--out DIR] {kernels,e2e,quality,tracing,scaling}``,
 run from the repository root.
 
 Each suite prints a table and writes ``DIR/<suite>.json`` and ``DIR/<suite>.png``.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import e2e, kernels, plots, quality, tracing
+from benchmarks import e2e, kernels, plots, quality, scaling, tracing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--methods", nargs="+", default=list(tracing.METHODS), choices=tracing.METHODS)
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--ratio", type=float, default=0.01)
+    s = suites.add_parser("scaling", help="bytes per step vs ranks: the cost model to 1024, runs of 2 to 8")
+    s.add_argument("--models", nargs="+", default=["digits_cnn", "wide_mlp"])
+    s.add_argument("--measured-model", default="digits_cnn")
+    s.add_argument("--ranks", type=int, nargs="+", default=list(scaling.MEASURED_RANKS))
+    s.add_argument("--ratios", type=float, nargs="+", default=list(scaling.RATIOS))
+    s.add_argument("--steps", type=int, default=10)
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
                      and s.tensor.endswith("linear1.weight")) if "char_transformer" in args.models else snapshots[-1]
         plots.quality(shown, records, args.out / "quality.png")
         records = summary
+    elif args.suite == "scaling":
+        model_records = scaling.modelled(tuple(args.models), tuple(args.ratios))
+        measured_records = scaling.measured(args.measured_model, tuple(args.ratios), tuple(args.ranks), args.steps)
+        print(scaling.report(model_records, measured_records))
+        plots.scaling(model_records, args.out / "scaling.png")
+        records = {"model": model_records, "measured": measured_records}
     elif args.suite == "tracing":
         records = tracing.run(tuple(args.methods), args.steps, args.ratio)
         print(tracing.report(records))

@@ -119,3 +119,20 @@ def tracing(records: list[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def scaling(model_records: list[dict], path: Path) -> None:
+    """Link bytes per step vs P (log-log), one panel per model and ratio: dense, sparse only, auto."""
+    panels = list(dict.fromkeys((r["model"], r["ratio"]) for r in model_records))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for axis, (model, ratio) in zip(axes[0], panels):
+        rows = [r for r in model_records if r["model"] == model and r["ratio"] == ratio]
+        for key, style in (("dense", "-"), ("sparse", "--"), ("auto", ":")):
+            axis.plot([r["ranks"] for r in rows], [r[key] for r in rows], linestyle=style, marker="o", label=key)
+        axis.set(xscale="log", yscale="log", xlabel="ranks P", ylabel="bytes per rank's link per step",
+                 title=f"{model}, ratio {ratio}")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

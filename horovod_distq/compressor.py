@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 from horovod_distq.config import DistQConfig
 from horovod_distq.encodings import DTYPE_BYTES
+from horovod_distq.exchange_cost import sparse_is_cheaper
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.selection import SparseSelection
 from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, serialize
@@ -79,6 +80,10 @@ class ErrorFeedbackRole(Protocol):
                 the encoding error stays in the residual. Where an accumulated entry was not
                 finite the residual restarts at 0 instead of carrying NaN into every later step.
         """
+
+    def flush(self, name: str, gradient: Any) -> Any:
+        """``gradient`` plus the residual of ``name`` (in the gradient's dtype and shape), the
+        residual then zero or dropped: what a step sending ``name`` dense sends."""
 
     def residual(self, name: str) -> Any:
         """The residual kept for ``name``, or None."""
@@ -199,6 +204,10 @@ class DistQCompressor(ABC):
         closed_loop: per gradient, correct the ratio fed to the fit from the ratio it achieved in
             earlier steps (the compiled core's rule), so the achieved ratio converges to ``ratio``
             over a few steps. Costs no pass over the tensor.
+        exchange: "auto": a gradient goes sparse only while its pairs cost no more bytes than a
+            dense allreduce at the process set's size (up to about 1 / ratio ranks for float32;
+            ``horovod_distq.exchange_cost``); "sparse": always; "dense": never (a Horovod
+            allreduce of the gradient plus any residual left).
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
     Raises:
@@ -235,6 +244,7 @@ class DistQCompressor(ABC):
         value_encoding: str = "auto",
         stages: int | None = None,
         closed_loop: bool = True,
+        exchange: str = "auto",
         **family_params: Any,
     ) -> None:
         self.config = DistQConfig(
@@ -246,6 +256,7 @@ class DistQCompressor(ABC):
             value_encoding=value_encoding,
             stages=stages,
             closed_loop=closed_loop,
+            exchange=exchange,
             family_params=family_params,
         )
         self.names: NamesRole
@@ -364,9 +375,16 @@ class DistQCompressor(ABC):
         return all_ranks or self.exchange.process_set.rank() == 0
 
     def compresses(self, tensor: Any) -> bool:
-        """Whether ``tensor`` takes the sparse path (else it goes dense)."""
+        """Whether ``tensor`` takes the sparse path (else it goes dense): a floating tensor of at
+        least ``min_numel`` entries, whose pairs cost no more than a dense allreduce at the process
+        set's size under ``exchange="auto"`` (always under ``"sparse"``, never under ``"dense"``)."""
         numel = self._numel(tensor)
-        return self._is_floating(tensor) and numel is not None and numel >= max(self.config.min_numel, 1)
+        if not (self._is_floating(tensor) and numel is not None and numel >= max(self.config.min_numel, 1)):
+            return False
+        if self.config.exchange != "auto":
+            return self.config.exchange == "sparse"
+        return sparse_is_cheaper(numel, self.config.ratio, self.exchange.process_set.size(),
+                                 self.config.value_encoding, self._dtype_name(tensor))
 
     def compress(self, tensor: Any, name: str | None = None) -> tuple[Any, SparseContext | None]:
         """Selects and encodes a gradient's pairs for the exchange; returns what Horovod allreduces.
@@ -386,7 +404,7 @@ class DistQCompressor(ABC):
         name = name if name is not None else self.names.of(tensor)
         if not self.compresses(tensor):
             self._record_dense(name, tensor)
-            return tensor, None
+            return self._with_residual(name, tensor), None
         name = self._sparse_name(name, self._numel(tensor))
         layout = TensorLayout(name, self._numel(tensor), self.config.value_encoding, self._dtype_name(tensor))
         self._warn_if_nothing_would_be_sent(layout)
@@ -473,6 +491,14 @@ class DistQCompressor(ABC):
         if name is not None and numel is not None:
             nbytes = numel * self._element_size(tensor)
             self._dense_stats[name] = TensorStats(numel, numel, None, nbytes, nbytes)
+
+    def _with_residual(self, name: str | None, tensor: Any) -> Any:
+        """A dense gradient plus what earlier sparse steps left unsent (when the process set
+        grew past the crossover, or ``exchange`` changed): sent whole, so error feedback stays
+        exact; the residual is then spent."""
+        if name is None or not self.config.error_feedback or self.memory.residual(name) is None:
+            return tensor
+        return self.memory.flush(name, tensor)
 
     def _sparse_name(self, name: str | None, numel: int) -> str:
         if name is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from horovod_distq.encodings import value_encoding
+from horovod_distq.exchange_cost import EXCHANGE_MODES
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE, default_stages, sparsify_arguments
 
 
@@ -25,6 +26,8 @@ class DistQConfig:
         value_encoding: how selected values travel (see ``horovod_distq.VALUE_ENCODINGS``).
         stages: peaks-over-threshold stages of the fit (1 = a single fit); None: 3 for ``auto``, else 1.
         closed_loop: correct the ratio fed to the fit per tensor from the achieved ratio.
+        exchange: "auto" (each tensor sparse while its pairs cost fewer bytes than a dense
+            allreduce at the process set's size: ``horovod_distq.exchange_cost``), "sparse" or "dense".
         family_params: the family's keyword parameters (``dof`` for ``student_t``).
 
     Example:
@@ -40,6 +43,7 @@ class DistQConfig:
     value_encoding: str = "auto"
     stages: int | None = None
     closed_loop: bool = True
+    exchange: str = "auto"
     family_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,11 +56,17 @@ class DistQConfig:
             raise ValueError(f"sample_size must be a positive integer, got {self.sample_size!r}")
         sparsify_arguments(self.distribution, float(self.ratio), self.stages, **self.family_params)
         value_encoding(self.value_encoding)
+        if self.exchange not in EXCHANGE_MODES:
+            raise ValueError(f"exchange must be one of {EXCHANGE_MODES}, got {self.exchange!r}")
 
     def agreement_key(self) -> int:
         """A checksum of what every rank must share for their exchanges to match: which gradients
-        are compressed (``min_numel``) and how their values travel (``value_encoding``)."""
-        return zlib.crc32(f"{self.min_numel}:{self.value_encoding}".encode())
+        are compressed (``min_numel``, ``exchange``) and how their values travel (``value_encoding``).
+
+        Ratios may differ per rank. With ``exchange="auto"``, ranks whose ratios put them on
+        either side of the crossover send a tensor differently, and fail in Horovod's shape check
+        of the allreduce both join."""
+        return zlib.crc32(f"{self.min_numel}:{self.value_encoding}:{self.exchange}".encode())
 
     def check_agreement(self, keys: list[int]) -> None:
         """Raises on every rank when the ranks' :meth:`agreement_key` values differ.
@@ -69,8 +79,9 @@ class DistQConfig:
         """
         if len(set(keys)) > 1:
             raise ValueError(
-                f"DistQ: ranks were given different min_numel or value_encoding (this rank: min_numel="
-                f"{self.min_numel}, value_encoding={self.value_encoding!r}; agreement keys by rank: {keys}). "
+                f"DistQ: ranks were given different min_numel, value_encoding or exchange (this rank: min_numel="
+                f"{self.min_numel}, value_encoding={self.value_encoding!r}, exchange={self.exchange!r}; agreement "
+                f"keys by rank: {keys}). "
                 "Give every rank the same DistQ settings."
             )
 

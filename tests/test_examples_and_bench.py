@@ -108,3 +108,14 @@ def test_tracing_suite(tmp_path) -> None:
     assert [r["method"] for r in records] == ["fit-dense", "tape-distq"]
     assert all(r["gradient_tensors"] == 158 and r["first_step_s"] > 0 for r in records), records
     assert (tmp_path / "tracing.png").stat().st_size > 0
+
+
+def test_scaling_suite(tmp_path) -> None:
+    bench("scaling", "--models", "digits_cnn", "--ranks", "2", "--ratios", "0.1", "--steps", "2", out=tmp_path)
+    records = json.loads((tmp_path / "scaling.json").read_text())
+    assert [r["method"] for r in records["measured"]] == ["dense", "distq-sparse", "distq-auto"]
+    dense, sparse, auto = records["measured"]
+    assert sparse["link_bytes_per_step"] < dense["link_bytes_per_step"] / 3, records["measured"]
+    assert auto["sparse_tensors"] == sparse["sparse_tensors"] > 0  # at 2 ranks auto stays sparse
+    assert max(r["auto"] / r["dense"] for r in records["model"]) <= 1.0
+    assert (tmp_path / "scaling.png").stat().st_size > 0

@@ -73,6 +73,21 @@ class ErrorFeedback(tf.Module):
         error = tf.where(tf.math.is_finite(error), error, 0)
         residual.scatter_nd_update(tf.expand_dims(indices, 1), error)
 
+    def flush(self, name: str, gradient: tf.Tensor) -> tf.Tensor:
+        """``gradient`` plus the residual of ``name`` (in the gradient's dtype and shape), the
+        residual then zero: what a step sending ``name`` dense sends.
+
+        Raises:
+            ValueError: the gradient of ``name`` changed size or dtype.
+        """
+        residual = self.prepare(name, gradient.shape.num_elements(), gradient.dtype)
+        total = tf.cast(tf.reshape(residual.read_value(), tf.shape(gradient)) + tf.cast(gradient, residual.dtype),
+                        gradient.dtype)
+        with tf.control_dependencies([total]):
+            cleared = residual.assign(tf.zeros_like(residual))
+        with tf.control_dependencies([cleared]):
+            return tf.identity(total)
+
     def residual(self, name: str) -> tf.Variable | None:
         """The residual kept for ``name`` (flat), or None."""
         return self.residuals.get(name)

@@ -129,9 +129,9 @@ class DistQState(TorchCompressor):
         dense, sparse = [], []
         try:
             for parameter, gradient in zip(bucket.parameters(), _gradient_views(buffer, bucket.parameters())):
-                _, ctx = self.compress(gradient, name=self.names.of_parameter(parameter))
+                sent, ctx = self.compress(gradient, name=self.names.of_parameter(parameter))
                 if ctx is None:
-                    dense.append(gradient)
+                    dense.append(gradient if sent is gradient else gradient.copy_(sent))
                 else:
                     sparse.append((gradient, ctx))
             flat_dense = torch.cat([g.reshape(-1) for g in dense]) if dense else buffer.new_empty(0)

@@ -66,6 +66,15 @@ class ErrorFeedback:
         error = selected.to(flat.dtype) - sent.to(flat.dtype)
         flat.index_copy_(0, indices.long(), torch.nan_to_num_(error, nan=0.0, posinf=0.0, neginf=0.0))
 
+    def flush(self, name: str, gradient: torch.Tensor) -> torch.Tensor:
+        """``gradient`` plus the residual of ``name`` (in the gradient's dtype), the residual
+        dropped: what a step sending ``name`` dense sends. A residual of another shape is dropped
+        unsent, as :meth:`accumulate` would start afresh."""
+        residual = self._residuals.pop(name)
+        if residual.shape != gradient.shape:
+            return gradient
+        return (residual.to(gradient.device) + gradient).to(gradient.dtype)
+
     def residual(self, name: str) -> torch.Tensor | None:
         """The residual kept for ``name``, or None."""
         return self._residuals.get(name)

@@ -235,6 +235,26 @@ def test_a_rank0_checkpoint_resumes_every_rank_exactly() -> None:
         assert torch.equal(actual, expected), f"rank {dist.get_rank()}: {name} differs from the uninterrupted run"
 
 
+def test_a_dense_step_sends_what_sparse_steps_left() -> None:
+    """Sparse steps leave residuals; a state with exchange="dense" that loads them sends each
+    gradient plus its residual, averaged over the ranks, and keeps no residual after."""
+    model = make_model()
+    sparse = DistQState(model, ratio=RATIO, exchange="sparse")
+    run_steps(model, sparse, torch.optim.SGD(model.parameters(), lr=0.1), range(3))
+    residuals = {name: sparse.memory.residual(name).clone() for name in ("hidden.weight", "out.weight")}
+    dense = DistQState(model, ratio=RATIO, exchange="dense")
+    dense.load_state_dict(sparse.state_dict())
+    x, y = batch(3)
+    raw = raw_gradients(model, x, y)
+    ddp = wrap(model, dense)
+    model.zero_grad()
+    loss_of(ddp, x, y).backward()
+    for name, parameter in model.named_parameters():
+        sent = raw[name] + residuals[name] if name in residuals else raw[name]
+        check_close(parameter.grad, average(all_ranks(sent)), f"{name}: gradient plus residual, averaged")
+        assert dense.memory.residual(name) is None, name
+
+
 def test_the_state_pickles_without_process_group_or_module() -> None:
     model = make_model()
     state = DistQState(model, ratio=RATIO, value_encoding="float16")

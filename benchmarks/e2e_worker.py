@@ -42,8 +42,19 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     torch.manual_seed(args.seed)
     model = MODELS[args.model]()
     compression = make_compression(method, args.ratio)
+    step = horovod_step(model, compression, args.lr, momentum=0.9)
+    step_seconds, losses = timed_steps(args, data, hvd.rank(), hvd.barrier, step)
+    tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
+    numels = [p.numel() for p in model.parameters()]
+    final_loss = hvd.allreduce(tail, name=f"loss.{method}").item()
+    return record("horovod", method, args, numels, step_seconds, final_loss, bytes_per_step(compression, numels, hvd))
+
+
+def horovod_step(model: torch.nn.Module, compression, lr: float,
+                 momentum: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One training step of ``model`` with SGD through Horovod's optimizer and ``compression``."""
     optimizer = hvd.DistributedOptimizer(
-        torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9),
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum),
         named_parameters=model.named_parameters(), compression=compression,
     )
 
@@ -54,11 +65,7 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
         optimizer.step()
         return loss
 
-    step_seconds, losses = timed_steps(args, data, hvd.rank(), hvd.barrier, step)
-    tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
-    numels = [p.numel() for p in model.parameters()]
-    final_loss = hvd.allreduce(tail, name=f"loss.{method}").item()
-    return record("horovod", method, args, numels, step_seconds, final_loss, bytes_per_step(compression, numels, hvd))
+    return step
 
 
 def timed_steps(args: argparse.Namespace, data, rank: int, barrier: Callable[[], Any],

@@ -72,7 +72,7 @@ def _launch(model: str, ratio: float, ranks: int, steps: int) -> list[dict]:
         out = Path(scratch) / "records.json"
         command = [horovodrun, "-np", str(ranks), "-H", f"localhost:{ranks}", "--gloo", sys.executable, "-m",
                    "benchmarks.scaling_worker", "--model", model, "--ratio", str(ratio), "--steps", str(steps),
-                   "--out", str(out)]
+                   "--warmup", "2", "--batch-size", "32", "--out", str(out)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         process = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_SECONDS)
         if process.returncode != 0:

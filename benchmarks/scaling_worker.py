@@ -8,16 +8,13 @@ Started by ``python -m benchmarks scaling`` (benchmarks/scaling.py), once per P.
 from __future__ import annotations
 
 import argparse
-import json
 
 import horovod.torch as hvd
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from benchmarks.e2e_worker import timed_steps
-from examples.common import digits_split
-from examples.torch_models import MODELS, as_tensors
+from benchmarks.e2e_worker import arguments, horovod_step, run_methods, timed_steps
+from examples.torch_models import MODELS
 from horovod_distq.exchange_cost import dense_link_bytes
 from horovod_distq.torch import DistQ
 
@@ -28,17 +25,7 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     torch.manual_seed(args.seed)
     model = MODELS[args.model]()
     compression = hvd.Compression.none if method == "dense" else DistQ(ratio=args.ratio, exchange=method.split("-")[1])
-    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=args.lr),
-                                         named_parameters=model.named_parameters(), compression=compression)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-
-    seconds, _ = timed_steps(args, data, hvd.rank(), hvd.barrier, step)
+    seconds, _ = timed_steps(args, data, hvd.rank(), hvd.barrier, horovod_step(model, compression, args.lr))
     # Bytes on this rank's link in the last step: the ring allreduce of what went dense, and what
     # the round's allgather brought in from the other ranks.
     if method == "dense":
@@ -54,23 +41,9 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", choices=sorted(MODELS), default="digits_cnn")
-    parser.add_argument("--ratio", type=float, default=0.01)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    args = arguments(__doc__, METHODS).parse_args()
     hvd.init()
-    torch.set_num_threads(1)
-    data = as_tensors(digits_split(args.seed))
-    records = [train(method, args, data) for method in METHODS]
-    if hvd.rank() == 0:
-        with open(args.out, "w") as file:
-            json.dump(records, file, indent=2)
+    run_methods(args, train, hvd.rank())
 
 
 if __name__ == "__main__":

@@ -418,6 +418,7 @@ class DistQCompressor(ABC):
         if self.config.error_feedback:
             self.memory.keep_unsent(name, selection.indices, selection.values, pairs.decoded)
         self._selections[name] = (layout, self._record_selection(name, selected, selection.threshold))
+        self._dense_stats.pop(name, None)
         queued = QueuedTensor(layout, pairs)
         self.exchange.submit(queued)
         return self._placeholder(tensor), SparseContext(queued, tensor.shape, tensor.dtype, self._op_name(tensor))
@@ -488,6 +489,8 @@ class DistQCompressor(ABC):
 
     def _record_dense(self, name: str | None, tensor: Any) -> None:
         numel = self._numel(tensor)
+        if name is not None:
+            self._selections.pop(name, None)  # it went sparse before (a smaller world, another exchange)
         if name is not None and numel is not None:
             nbytes = numel * self._element_size(tensor)
             self._dense_stats[name] = TensorStats(numel, numel, None, nbytes, nbytes)

@@ -102,8 +102,9 @@ class DistQ(DistQCompressor, tf.Module):
             self.config.check_agreement(keys[0::2])
             if len(set(keys[1::2])) > 1:
                 raise ValueError(
-                    "DistQ: the ranks' trainable variables differ in names, shapes or dtypes (a checksum by rank: "
-                    f"{keys[1::2]}); every rank must train the same model"
+                    "DistQ: the ranks' trainable variables differ in names, shapes or dtypes, or in which of them go "
+                    f"sparse (a checksum by rank: {keys[1::2]}); every rank must train the same model with the "
+                    "same settings"
                 )
         self._settings_agreed = True
 
@@ -139,7 +140,8 @@ class DistQ(DistQCompressor, tf.Module):
         """Creates, eagerly, the state of each of ``variables``' gradients that takes the sparse
         path, and checks the ranks' settings (a collective: every rank calls it), so that the first
         traced step creates no variable and ``tf.function`` traces it once, not twice. It also
-        checks that every rank's variables have the same names, shapes and dtypes.
+        checks that every rank's variables have the same names, shapes and dtypes, and that the
+        ranks send the same gradients sparse.
 
         Args:
             variables: the trainable variables (``tf.Variable`` or Keras 3), as the optimizer builds.
@@ -150,9 +152,12 @@ class DistQ(DistQCompressor, tf.Module):
         Example:
             >>> compression.build(model.trainable_variables)   # before the first step
         """
-        described = "\n".join(f"{variable_name(v)}:{v.shape}:{tf.as_dtype(v.dtype).name}" for v in variables)
+        described = []
         for variable in variables:
             spec = tf.TensorSpec(variable.shape, variable.dtype)
+            # What the ranks must agree on, including which gradients go sparse (exchange="auto"
+            # decides with each rank's ratio).
+            described.append(f"{variable_name(variable)}:{spec.shape}:{spec.dtype.name}:{self.compresses(spec)}")
             if not self.compresses(spec):
                 continue
             name = variable_name(variable)
@@ -162,7 +167,7 @@ class DistQ(DistQCompressor, tf.Module):
                 self.controller.prepare(name)
             self._selection_record(name)
         # Ranks whose models differ would reduce differently grouped gradients: found here, not in a stall.
-        self._agree_on_settings(zlib.crc32(described.encode()))
+        self._agree_on_settings(zlib.crc32("\n".join(described).encode()))
 
     def _record_selection(self, name: str, selected: tf.Tensor, threshold: tf.Tensor) -> tf.Variable:
         record = self._selection_record(name)

@@ -5,11 +5,12 @@ compressed gradient travels in its own grouped allgather (its header and its pay
 ``decompress()``. Where the caller reduces a whole step at once (the Keras optimizer of
 :mod:`horovod_distq.tensorflow.keras`), :meth:`GradientExchange.one_round` sends every compressed
 gradient of the step in one grouped allgather instead. Either way the pairs travel after the
-placeholders' allreduce, since TensorFlow runs collectives in program order, so ranks that
-disagree on compressing a gradient fail there instead of waiting in an allgather only some of
-them join. Graph-friendly: counts stay tensors, the gathered payload is parsed with dynamic
-offsets, and the checks are TensorFlow assertions that every parsing step depends on, so it
-works eagerly and inside ``tf.function`` and ``tf.cond`` alike.
+placeholders' allreduce (``DistQ.decompress`` and the reducer make the allgather depend on it:
+TensorFlow does not order Horovod's collectives by itself), so ranks that disagree on
+compressing a gradient fail there instead of waiting in an allgather only some of them join.
+Graph-friendly: counts stay tensors, the gathered payload is parsed with dynamic offsets, and the
+checks are TensorFlow assertions that every parsing step depends on, so it works eagerly and
+inside ``tf.function`` and ``tf.cond`` alike.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def parse_round(
     """Every rank's pairs of each tensor of a round, from the gathered headers and payloads: the
     arguments and result of ``horovod_distq.torch.exchange.parse_round``, as TensorFlow tensors.
 
-    Vectorised over ranks and tensors, so that a traced step's graph does not grow with either:
+    Vectorised over ranks and tensors, so that a traced step's operations do not grow with either
+    (its constant table of failure messages does, one per rank and tensor):
     the checks of :meth:`horovod_distq.wire.RoundLayout.checks` as a table of conditions, then one
     gather of the indices and one of the values per kind of tensor (index dtype and encoding; a
     round has one kind unless its gradients' dtypes or sizes differ), split by tensor.

@@ -43,10 +43,12 @@ def DistributedOptimizer(
     gradient_predivide_factor: float = 1.0,
     process_set: hvd.ProcessSet = hvd.global_process_set,
 ) -> keras.optimizers.Optimizer:
-    """A copy of a Keras 3 optimizer that reduces its gradients across ranks before applying them.
+    """Makes a Keras 3 optimizer reduce its gradients across ranks before applying them.
 
     Args:
-        optimizer: a Keras 3 optimizer, not yet used (its configuration is copied).
+        optimizer: a Keras 3 optimizer, not yet used; for mixed precision, the
+            ``keras.optimizers.LossScaleOptimizer`` around it (so that the gradients are reduced
+            before its check that they are finite, which every rank then makes alike).
         compression: a :class:`horovod_distq.tensorflow.DistQ` (made outside any ``tf.function``),
             a Horovod compressor such as ``hvd.Compression.fp16``, or None for dense allreduce.
         op: ``hvd.Average`` or ``hvd.Sum``.
@@ -54,13 +56,15 @@ def DistributedOptimizer(
         process_set: the ranks to reduce over (a DistQ must be made with the same one).
 
     Returns:
-        An optimizer of the same class and configuration whose ``apply`` and ``apply_gradients``
-        reduce first. A model saved with it stores the plain optimizer: wrap it again after loading.
+        ``optimizer`` itself, now of a subclass of its class whose ``apply`` and ``apply_gradients``
+        reduce first (on one worker: nothing to reduce, as in Horovod). A model saved with it
+        stores the plain optimizer: wrap it again after loading.
 
     Raises:
         TypeError: ``optimizer`` is not a Keras 3 optimizer.
         ValueError: an unsupported ``op`` or factor, or ``optimizer`` has been used already.
-        RuntimeError: at the first step, under ``jit_compile=True`` (Horovod's ops have no XLA kernels).
+        RuntimeError: at the first step, under ``jit_compile=True`` (Horovod's ops have no XLA
+            kernels), or when Keras wrapped it in a LossScaleOptimizer (mixed precision) itself.
 
     Example:
         >>> compression = distq.DistQ(ratio=0.01)
@@ -71,14 +75,17 @@ def DistributedOptimizer(
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(f"expected a Keras 3 optimizer, got {type(optimizer).__name__}")
     if optimizer.built:
-        raise ValueError("wrap the optimizer before it is used: its state would not carry over to the copy")
+        raise ValueError("wrap the optimizer before it is used (built): its compressor's state is built with it")
+    if isinstance(optimizer, _ReducingOptimizer):
+        raise ValueError("this optimizer reduces its gradients already")
     reducer = GradientReducer(compression, op, gradient_predivide_factor, process_set)
     base = type(optimizer)
-    # Named and placed like its base, so that Keras saves (and loads) the plain optimizer.
-    distributed = type(base.__name__, (_ReducingOptimizer, base), {"__module__": base.__module__})
-    copy = distributed.from_config(optimizer.get_config())
-    copy._reduce_gradients = reducer
-    return copy
+    # Named and placed like its base, so that Keras saves (and loads) the plain optimizer. The
+    # optimizer itself changes class: a copy from get_config() would lose what the config does
+    # not hold (AdamW's exclude_from_weight_decay, say).
+    optimizer.__class__ = type(base.__name__, (_ReducingOptimizer, base), {"__module__": base.__module__})
+    optimizer._reduce_gradients = reducer
+    return optimizer
 
 
 class _ReducingOptimizer:

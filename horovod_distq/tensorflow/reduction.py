@@ -18,6 +18,7 @@ from typing import Any
 import horovod.tensorflow as hvd
 import tensorflow as tf
 from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+from tensorflow.python.ops.control_flow_v2_func_graphs import CondBranchFuncGraph
 
 from horovod_distq.tensorflow.compressor import DistQ
 from horovod_distq.tensorflow.naming import backing_variable, variable_name
@@ -84,10 +85,17 @@ class GradientReducer:
             The reduced gradients, None where the gradient was None. ``tf.IndexedSlices`` (an
             embedding's) travel as Horovod sends them, by allgather.
 
+        On one worker (or a rank outside the process set) the gradients come back untouched,
+        nothing compressed, as Horovod's tape and optimizers do.
+
         Raises:
-            RuntimeError: called inside an XLA-compiled function (``jit_compile=True``).
+            RuntimeError: called inside an XLA-compiled function (``jit_compile=True``), or inside
+                a ``tf.cond`` branch (each rank would decide alone whether to reduce).
         """
         _refuse_xla()
+        _refuse_a_branch_of_this_rank()
+        if not (self.process_set.included() and self.process_set.size() > 1):
+            return list(gradients)  # as Horovod: one worker has nothing to reduce, nothing compressed
         reduced: list[Any] = [None] * len(gradients)
         present = [i for i, g in enumerate(gradients) if g is not None]
         sparse = [i for i in present if isinstance(gradients[i], tf.IndexedSlices)]
@@ -112,7 +120,10 @@ class GradientReducer:
                 distq.exchange.one_round() if distq else nullcontext():
             compressed, contexts = zip(*(self.compression.compress(g) for g in gradients))
             summed = self._grouped_allreduce(list(compressed))
-            return [self.compression.decompress(t, ctx) for t, ctx in zip(summed, contexts)]
+            # The pairs travel only once every allreduce of the step has succeeded: where ranks
+            # disagree on a gradient, its allreduce fails and no rank waits in the allgather.
+            with tf.control_dependencies(summed):
+                return [self.compression.decompress(t, ctx) for t, ctx in zip(summed, contexts)]
 
     def _grouped_allreduce(self, tensors: list[tf.Tensor]) -> list[tf.Tensor]:
         # Horovod's grouped allreduce takes one dtype: one group per dtype, in dtype-name order on every rank.
@@ -127,6 +138,19 @@ class GradientReducer:
             for i, tensor in zip(group, summed):
                 result[i] = tensor
         return result
+
+
+def _refuse_a_branch_of_this_rank() -> None:
+    """A reduction inside a ``tf.cond`` runs on the ranks whose own data took that branch: the
+    others would wait for it (Keras's LossScaleOptimizer applies inside a cond on this rank's
+    gradients being finite)."""
+    if not tf.executing_eagerly() and isinstance(tf.compat.v1.get_default_graph(), CondBranchFuncGraph):
+        raise RuntimeError(
+            "horovod-distq: the gradients would be reduced inside a tf.cond that each rank decides alone "
+            "(with mixed precision, Keras's LossScaleOptimizer applies inside one). Wrap the loss-scale "
+            "optimizer instead: DistributedOptimizer(keras.optimizers.LossScaleOptimizer(optimizer)), so "
+            "that the gradients are reduced before the finiteness check"
+        )
 
 
 def _refuse_xla() -> None:

@@ -116,8 +116,6 @@ class _KerasVariables:
         if not isinstance(self.compression, DistQ):
             return self.horovod_allreduce(grads, variables, use_generic_names)
         if self.reducer is not None:
-            if not (self.process_set.included() and self.process_set.size() > 1):
-                return list(grads)  # as Horovod's tape: nothing to reduce, nothing compressed
             if self.sparse_as_dense:
                 grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
             return self.reducer(grads, variables, [self.names.get(id(v), variable_name(v)) for v in variables])

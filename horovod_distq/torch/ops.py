@@ -58,7 +58,10 @@ def sparsify(
 def has_kernel(device_type: str) -> bool:
     """Whether the compiled library has a ``distq::sparsify`` kernel for tensors on ``device_type``
     ("cpu", "cuda", ...)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("distq::sparsify", device_type.upper())
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("distq::sparsify", device_type.upper())
+    except RuntimeError:  # a backend whose dispatch key is not its upper-cased name (e.g. a PrivateUse1 one)
+        return False
 
 
 def _runs_on_host(tensor: torch.Tensor) -> bool:

@@ -15,7 +15,6 @@ import tensorflow as tf
 
 import horovod_distq.tensorflow as distq
 import horovod_distq.tensorflow.keras as distq_keras
-from horovod_distq import wire
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,22 +47,20 @@ def test_one_worker_fits_exactly_as_plain_keras() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), wrapped.get_weights()))
 
 
-def test_one_worker_fit_with_distq_compresses_and_fills_stats() -> None:
+def test_one_worker_reduces_nothing_and_compresses_nothing() -> None:
+    """As Horovod's tape and optimizers: with one worker DistQ is not called, so fit is plain Keras's."""
     compression = distq.DistQ(ratio=0.05)
-    fitted(distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.1), compression=compression))
-    assert set(compression.stats) == {"small/hidden/kernel", "small/hidden/bias", "small/out/kernel",
-                                      "small/out/bias"}, compression.stats
-    kernel = compression.stats["small/hidden/kernel"]
-    assert not kernel.dense and 0 < kernel.selected < kernel.numel / 5, kernel
-    # One round a step: one header for the step's compressed tensor(s), none per tensor.
-    assert compression.exchange.tensor_header_bytes == 0
-    assert compression.bytes_sent == sum(s.bytes_sent for s in compression.stats.values()) + wire.header_bytes(1)
+    plain = fitted(keras.optimizers.SGD(0.1))
+    wrapped = fitted(distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.1), compression=compression))
+    assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), wrapped.get_weights()))
+    assert compression.stats == {}
 
 
-def test_the_copy_keeps_the_configuration_and_saves_as_the_plain_optimizer(tmp_path) -> None:
+def test_the_optimizer_keeps_its_configuration_and_saves_as_the_plain_optimizer(tmp_path) -> None:
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
-    optimizer = distq_keras.DistributedOptimizer(keras.optimizers.SGD(schedule, momentum=0.8, nesterov=True))
-    assert isinstance(optimizer, keras.optimizers.SGD) and type(optimizer).__name__ == "SGD"
+    plain = keras.optimizers.SGD(schedule, momentum=0.8, nesterov=True)
+    optimizer = distq_keras.DistributedOptimizer(plain)
+    assert optimizer is plain and isinstance(optimizer, keras.optimizers.SGD) and type(optimizer).__name__ == "SGD"
     assert optimizer.momentum == 0.8 and optimizer.nesterov
     model = fitted(optimizer)
     model.save(tmp_path / "model.keras")
@@ -85,6 +82,23 @@ def test_misuse_is_refused_with_a_clear_error() -> None:
         distq_keras.DistributedOptimizer(keras.optimizers.SGD(), op=hvd.Sum, gradient_predivide_factor=2.0)
     with pytest.raises(RuntimeError, match="jit_compile=False"):
         fitted(distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.1)), jit_compile=True)
+    with pytest.raises(ValueError, match="reduces its gradients already"):
+        distq_keras.DistributedOptimizer(distq_keras.DistributedOptimizer(keras.optimizers.SGD()))
+
+
+def test_mixed_precision_reduces_before_the_loss_scale_check() -> None:
+    """Keras wraps an optimizer in a LossScaleOptimizer under mixed_float16, which applies inside a
+    cond on this rank's gradients: refused there (ranks could split and wait). Wrapping the
+    LossScaleOptimizer reduces before its check and trains."""
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        with pytest.raises(RuntimeError, match="LossScaleOptimizer"):
+            fitted(distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.1)))
+        scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+        model = fitted(distq_keras.DistributedOptimizer(scaled, compression=distq.DistQ(ratio=0.05)))
+        assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
 
 
 def test_distq_made_inside_a_tf_function_says_to_make_it_outside() -> None:

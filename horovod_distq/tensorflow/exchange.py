@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import horovod.tensorflow as hvd
 import numpy as np
@@ -170,8 +170,8 @@ def parse_round(
     """Every rank's pairs of each tensor of a round, from the gathered headers and payloads: the
     arguments and result of ``horovod_distq.torch.exchange.parse_round``, as TensorFlow tensors.
 
-    Vectorised over ranks and tensors, so that a traced step's operations do not grow with either
-    (its constant table of failure messages does, one per rank and tensor):
+    Vectorised over ranks and tensors, so that a traced step's graph does not grow with the ranks
+    (nor its operations with the tensors):
     the checks of :meth:`horovod_distq.wire.RoundLayout.checks` as a table of conditions, then one
     gather of the indices and one of the values per kind of tensor (index dtype and encoding; a
     round has one kind unless its gradients' dtypes or sizes differ), split by tensor.
@@ -210,8 +210,8 @@ def parse_round(
             index_failures.append((positions, tf.reshape(failed, [ranks, len(positions)])))
             decoded.append((positions, indices, values, tensor))
         failures = _scatter_columns(index_failures, ranks, len(round_layout.tensors))
-        messages = [wire.index_message(rank, layout) for rank in range(ranks) for layout in round_layout.tensors]
-        checked = _assert_table(tf.reshape(~failures, [-1]), messages, after=checked)
+        templates = MessageTable([wire.index_message(RANK, layout) for layout in round_layout.tensors], [])
+        checked = _assert_table(tf.reshape(~failures, [-1]), templates, after=checked)
     # Split by tensor under the index checks' assertion: no pair leaves before every index passed.
     pairs: list[Any] = [None] * len(round_layout.tensors)
     with tf.control_dependencies(checked):
@@ -238,7 +238,7 @@ def _header_table(round_layout: wire.RoundLayout, ranks: int, gathered_header: t
 
 def _round_checks(
     round_layout: wire.RoundLayout, headers: tf.Tensor, gathered_header: tf.Tensor, gathered_payload: tf.Tensor
-) -> tuple[tf.Tensor, list[str]]:
+) -> tuple[tf.Tensor, MessageTable]:
     """The conditions and messages of :meth:`horovod_distq.wire.RoundLayout.checks`, in its order
     (per rank: header arrived, agreement, whole header, each count, declared payload, payload
     arrived; then the two totals), computed for every rank at once."""
@@ -260,14 +260,12 @@ def _round_checks(
         (tf.cumsum(declared) <= payload_length)[:, None],
     ], axis=1)
     totals = tf.stack([header_length == ranks * header_bytes, payload_length == tf.reduce_sum(declared)])
-    messages = []
-    for rank in range(ranks):
-        messages += [wire.header_cut_message(rank, header_bytes), wire.mismatch_message(rank, round_layout.names),
-                     wire.header_cut_message(rank, header_bytes)]
-        messages += [wire.count_message(rank, layout) for layout in round_layout.tensors]
-        messages += [wire.declared_payload_message(rank), wire.payload_cut_message(rank)]
-    messages += [wire.header_surplus_message(ranks - 1), wire.payload_surplus_message(ranks - 1)]
-    return tf.concat([tf.reshape(per_rank, [-1]), totals], axis=0), messages
+    per_rank_messages = [wire.header_cut_message(RANK, header_bytes), wire.mismatch_message(RANK, round_layout.names),
+                         wire.header_cut_message(RANK, header_bytes)]
+    per_rank_messages += [wire.count_message(RANK, layout) for layout in round_layout.tensors]
+    per_rank_messages += [wire.declared_payload_message(RANK), wire.payload_cut_message(RANK)]
+    totals_messages = [wire.header_surplus_message(ranks - 1), wire.payload_surplus_message(ranks - 1)]
+    return tf.concat([tf.reshape(per_rank, [-1]), totals], axis=0), MessageTable(per_rank_messages, totals_messages)
 
 
 def _per_tensor(round_layout: wire.RoundLayout, what: str) -> tf.Tensor:
@@ -299,15 +297,45 @@ def _scatter_columns(columns: list[tuple[list[int], tf.Tensor]], ranks: int, ten
     return tf.gather(joined, [order.index(position) for position in range(tensors)], axis=1)
 
 
-def _assert_table(passed: tf.Tensor, messages: list[str], after: list[Any]) -> list[Any]:
-    """One assertion for a table of checks (a bool vector), reporting the first that fails (the
-    same on every rank, eagerly as in a graph). Returns the control inputs for what may only run
-    once the checks passed."""
-    # The first failing check's position (the last position when none fails: a valid index to gather).
-    first_failure = tf.reduce_min(tf.where(passed, len(messages) - 1, tf.range(len(messages))))
+# Stands for the rank in a message template: the rank is written in when a check fails, so the
+# graph holds one message per kind of check, not one per rank.
+RANK = -7_070_707
+_RANK_TEXT = f"rank {RANK}"
+
+
+class MessageTable(NamedTuple):
+    """The failure messages of a flat table of checks: ``per_rank`` templates (one per column,
+    repeated for every rank, naming it as :data:`RANK`), then ``trailing`` messages."""
+
+    per_rank: list[str]
+    trailing: list[str]
+
+    def at(self, position: int, ranks: int) -> str:
+        """The message of the check at ``position`` of a table of ``ranks`` ranks' checks."""
+        rank, column = divmod(position, len(self.per_rank))
+        if rank >= ranks:
+            return self.trailing[position - ranks * len(self.per_rank)]
+        return self.per_rank[column].replace(_RANK_TEXT, f"rank {rank}")
+
+
+def _assert_table(passed: tf.Tensor, messages: MessageTable, after: list[Any]) -> list[Any]:
+    """One assertion for a table of checks (a bool vector: ``messages.per_rank`` columns per rank,
+    then ``messages.trailing``), reporting the first that fails (the same on every rank, eagerly
+    as in a graph). Returns the control inputs for what may only run once the checks passed."""
+    count = tf.size(passed)
+    first_failure = tf.reduce_min(tf.where(passed, count - 1, tf.range(count)))
+    columns = len(messages.per_rank)
+    per_rank_checks = count - len(messages.trailing)
     if tf.executing_eagerly():
         if not bool(tf.reduce_all(passed)):
-            raise tf.errors.InvalidArgumentError(None, None, messages[int(first_failure)])
+            message = messages.at(int(first_failure), int(per_rank_checks) // columns)
+            raise tf.errors.InvalidArgumentError(None, None, message)
         return []
+    # messages.at(first_failure), in the graph: the template, with the rank written in.
+    in_table = first_failure < per_rank_checks
+    template = tf.gather(messages.per_rank + messages.trailing,
+                         tf.where(in_table, first_failure % columns, columns + first_failure - per_rank_checks))
+    rank = tf.strings.as_string(tf.where(in_table, first_failure // columns, 0))
+    message = tf.strings.regex_replace(template, _RANK_TEXT, tf.strings.join(["rank ", rank]))
     with tf.control_dependencies(after):
-        return [tf.debugging.Assert(tf.reduce_all(passed), [tf.gather(messages, first_failure)])]
+        return [tf.debugging.Assert(tf.reduce_all(passed), [message])]

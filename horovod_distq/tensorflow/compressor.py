@@ -155,12 +155,12 @@ class DistQ(DistQCompressor, tf.Module):
         described = []
         for variable in variables:
             spec = tf.TensorSpec(variable.shape, variable.dtype)
+            name, sparse = variable_name(variable), self.compresses(spec)
             # What the ranks must agree on, including which gradients go sparse (exchange="auto"
             # decides with each rank's ratio).
-            described.append(f"{variable_name(variable)}:{spec.shape}:{spec.dtype.name}:{self.compresses(spec)}")
-            if not self.compresses(spec):
+            described.append(f"{name}:{spec.shape}:{spec.dtype.name}:{sparse}")
+            if not sparse:
                 continue
-            name = variable_name(variable)
             if self.config.error_feedback:
                 self.memory.prepare(name, spec.shape.num_elements(), spec.dtype)
             if self.config.closed_loop:

@@ -150,11 +150,9 @@ def pack_round(
     """
     counts = tf.stack([tf.size(p.indices, out_type=tf.int64) for p in pairs]) if pairs else tf.zeros([0], tf.int64)
     # round_layout.header(counts), with the payload's size summed as one vector operation.
-    tensors, checksum, _, *_ = round_layout.header([0] * len(pairs))
-    payload_bytes = tf.reduce_sum(counts * _per_tensor(round_layout, "pair_bytes")[0]) + sum(
-        value_encoding(layout.encoding).scale_bytes for layout in round_layout.tensors
-    )
-    fields = tf.concat([tf.constant([tensors, checksum], tf.int64), payload_bytes[None], counts], axis=0)
+    payload_bytes = tf.reduce_sum(_segment_bytes(round_layout, counts[None]))
+    fixed = tf.constant([len(round_layout.tensors), round_layout.checksum], tf.int64)
+    fields = tf.concat([fixed, payload_bytes[None], counts], axis=0)
     header = tf.identity(as_bytes(fields), name=op_name and op_name + "_header")
     # Parts known to be empty when traced (the scales of value encodings) add nothing to the graph.
     parts = [tf.zeros([0], tf.uint8)] + [
@@ -188,8 +186,7 @@ def parse_round(
     # Created under the checks' assertion, so no gather or bitcast runs on data that failed one.
     with tf.control_dependencies(checked):
         counts = headers[:, wire.HEADER_FIELDS :]
-        segment_bytes = counts * _per_tensor(round_layout, "pair_bytes") + _per_tensor(round_layout, "scale_bytes")
-        flat_bytes = tf.reshape(segment_bytes, [-1])
+        flat_bytes = tf.reshape(_segment_bytes(round_layout, counts), [-1])
         starts = tf.reshape(tf.cumsum(flat_bytes, exclusive=True), [ranks, -1])
         decoded = []
         index_failures = []
@@ -249,14 +246,13 @@ def _round_checks(
     header_starts = tf.range(ranks, dtype=tf.int64) * header_bytes
     counts = headers[:, wire.HEADER_FIELDS :]
     declared = headers[:, wire.PAYLOAD_BYTES_FIELD]
-    segments = counts * _per_tensor(round_layout, "pair_bytes") + _per_tensor(round_layout, "scale_bytes")
     per_rank = tf.concat([
         (header_length >= header_starts + wire.HEADER_FIELDS * wire.HEADER_ITEM_BYTES)[:, None],
         ((headers[:, wire.TENSORS_FIELD] == len(round_layout.tensors))
          & (headers[:, wire.CHECKSUM_FIELD] == round_layout.checksum))[:, None],
         (header_length >= header_starts + header_bytes)[:, None],
         (counts >= 0) & (counts <= _per_tensor(round_layout, "numel")),
-        (declared == tf.reduce_sum(segments, axis=1))[:, None],
+        (declared == tf.reduce_sum(_segment_bytes(round_layout, counts), axis=1))[:, None],
         (tf.cumsum(declared) <= payload_length)[:, None],
     ], axis=1)
     totals = tf.stack([header_length == ranks * header_bytes, payload_length == tf.reduce_sum(declared)])
@@ -266,6 +262,11 @@ def _round_checks(
     per_rank_messages += [wire.declared_payload_message(RANK), wire.payload_cut_message(RANK)]
     totals_messages = [wire.header_surplus_message(ranks - 1), wire.payload_surplus_message(ranks - 1)]
     return tf.concat([tf.reshape(per_rank, [-1]), totals], axis=0), MessageTable(per_rank_messages, totals_messages)
+
+
+def _segment_bytes(round_layout: wire.RoundLayout, counts: tf.Tensor) -> tf.Tensor:
+    """Bytes of each segment for ``counts`` ([ranks, tensors] pairs): ``TensorLayout.segment_bytes``, vectorised."""
+    return counts * _per_tensor(round_layout, "pair_bytes") + _per_tensor(round_layout, "scale_bytes")
 
 
 def _per_tensor(round_layout: wire.RoundLayout, what: str) -> tf.Tensor:

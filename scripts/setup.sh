@@ -36,6 +36,11 @@ install_debian_packages() {
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
   command -v g++ >/dev/null 2>&1 || missing+=(g++)
   command -v make >/dev/null 2>&1 || missing+=(make)
+  # Multi-host runs: horovodrun reaches other hosts by ssh (the cluster tests run sshd in network
+  # namespaces, shaped by tc).
+  [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+  command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
+  command -v tc >/dev/null 2>&1 || missing+=(iproute2)
   # A bare Debian or Ubuntu (the Docker images' bases) lacks Python, its venv module, or the
   # headers that Horovod's build and this package's extensions compile against.
   command -v python3 >/dev/null 2>&1 || missing+=(python3)

@@ -1,5 +1,5 @@
 """Runs a script, or a pytest file on every rank, under ``horovodrun -np 2`` on this machine, with Gloo or MPI,
-or under ``torchrun --nproc_per_node 2``."""
+across the hosts of a cluster (tests/cluster/hosts.py), or under ``torchrun --nproc_per_node 2``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.cluster.hosts import Cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).with_name("horovodrun")
@@ -38,14 +42,31 @@ def horovodrun(script: str | Path, controller: str, *args: str, timeout: float =
     return output
 
 
-def pytest_on_every_rank(check: str | Path, controller: str, *, passed: int, timeout: float = 300) -> str:
+def pytest_on_every_rank(check: str | Path, controller: str, *, passed: int, timeout: float = 300,
+                         cluster: Cluster | None = None, select: str | None = None) -> str:
     """Runs the pytest file ``check`` on every rank (as Horovod's own CI runs its tests); returns the output.
 
-    Fails the calling test unless the run exits 0 and every rank reports exactly ``passed`` passed
-    tests and no failure or error: a test that stops being collected fails here too.
+    Args:
+        check: the pytest file, run by every rank.
+        controller: ``gloo`` or ``mpi``.
+        passed: how many tests each rank must report passed, with no failure or error: a test that
+            stops being collected fails here too.
+        timeout: seconds before the whole job is killed and the calling test fails.
+        cluster: run one rank on each of its hosts, instead of 2 workers on this machine.
+        select: pytest's ``-k`` expression, to run part of ``check``.
+
+    Returns:
+        horovodrun's standard output and error.
     """
-    command, stdout, stderr, problem = _launch(_pytest_command(check), controller, timeout)
-    _check_every_rank_passed(check, command, ranks_stdout(stdout), stderr, problem, passed)
+    command = _pytest_command(check, select)
+    if cluster is None:
+        command, stdout, stderr, problem = _launch(command, controller, timeout)
+        ranks = RANKS
+    else:
+        command, stdout, stderr, problem = run_until(
+            cluster.horovodrun_command([*CONTROLLERS[controller], *command]), timeout)
+        ranks = len(cluster.hosts)
+    _check_every_rank_passed(check, command, ranks_stdout(stdout), stderr, problem, passed, ranks)
     return stdout + stderr
 
 
@@ -58,17 +79,18 @@ def pytest_under_torchrun(check: str | Path, *, passed: int, timeout: float = 30
     streams: defaultdict[int, str] = defaultdict(str)
     for rank, text in zip(parts[1::2], parts[2::2]):
         streams[int(rank)] += text
-    _check_every_rank_passed(check, command, dict(streams), stderr, problem, passed)
+    _check_every_rank_passed(check, command, dict(streams), stderr, problem, passed, RANKS)
     return stdout + stderr
 
 
-def _pytest_command(check: str | Path) -> list[str]:
+def _pytest_command(check: str | Path, select: str | None = None) -> list[str]:
     check = Path(check).resolve().relative_to(ROOT)
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", str(check)]
+    selection = ["-k", select] if select else []
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", *selection, str(check)]
 
 
 def _check_every_rank_passed(check: str | Path, command: list[str], stdout_by_rank: dict[int, str], stderr: str,
-                             problem: str | None, passed: int) -> None:
+                             problem: str | None, passed: int, ranks: int) -> None:
     streams = {rank: COLOUR.sub("", text) for rank, text in stdout_by_rank.items()}
     report = "".join(f"\n--- rank {rank}, pytest's report ---\n{_excerpt(_from_failures(text))}"
                      for rank, text in sorted(streams.items()))
@@ -80,8 +102,8 @@ def _check_every_rank_passed(check: str | Path, command: list[str], stdout_by_ra
         for line in text.splitlines()
         if (summary := PYTEST_SUMMARY.match(line.strip()))
     ]
-    assert sorted(rank for rank, _ in summaries) == list(range(RANKS)), (
-        f"{check}: expected one pytest summary from each of {RANKS} ranks, found {summaries}:{report}"
+    assert sorted(rank for rank, _ in summaries) == list(range(ranks)), (
+        f"{check}: expected one pytest summary from each of {ranks} ranks, found {summaries}:{report}"
     )
     for rank, counts in summaries:
         outcomes = Counter({word: int(number) for number, word in re.findall(r"(\d+) (\w+)", counts)})

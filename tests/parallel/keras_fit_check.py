@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import horovod_distq.tensorflow as distq
 import horovod_distq.tensorflow.keras as distq_keras
-from tests.parallel.common import assert_identical_on_every_rank
+from tests.parallel.common import assert_identical_on_every_rank, same_run
 from tests.parallel.tensorflow_tape_check import all_ranks, batch, check_close, loss_of, raw_gradients, selected_part
 
 RATIO = 0.05
@@ -139,8 +139,8 @@ def test_distq_checkpoint_resumes_fit_exactly() -> None:
         resumed = fit(range(1, 2), folder, weights, os.path.join(folder, "distq-1.pkl"))
         without_residuals = fit(range(1, 2), folder, weights)
         hvd.broadcast_object(True, root_rank=0, name="fit_checkpoint.read")  # rank 0's folder goes with this block
-    assert all(np.array_equal(a, b) for a, b in zip(resumed, uninterrupted)), "resumed fit differs"
-    assert not all(np.array_equal(a, b) for a, b in zip(without_residuals, uninterrupted)), "residuals ignored?"
+    assert same_run(resumed, uninterrupted, hvd.size()), "resumed fit differs"
+    assert not same_run(without_residuals, uninterrupted, hvd.size()), "residuals ignored?"
 
 
 def test_a_custom_loop_reduces_through_the_optimizer_too() -> None:

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--sizes", type=int, nargs="+", default=list(kernels.SIZES))
     k.add_argument("--ratios", type=float, nargs="+", default=list(kernels.RATIOS))
     k.add_argument("--repetitions", type=int, default=9)
-    e = suites.add_parser("e2e", help="2 workers on a shaped loopback: step time and loss per method")
+    e = suites.add_parser("e2e", help="a worker on each of P hosts with shaped links: step time and loss per method")
+    e.add_argument("--hosts", type=int, nargs="+", default=list(e2e.HOSTS), help="cluster sizes P")
     e.add_argument("--bandwidths", nargs="+", default=list(e2e.BANDWIDTHS))
     e.add_argument("--models", nargs="+", default=list(e2e.MODELS))
     e.add_argument("--methods", nargs="+", default=None,
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         plots.tracing(records, args.out / "tracing.png")
     else:
         try:
-            records = e2e.run(tuple(args.bandwidths), tuple(args.models), args.methods, args.steps, args.ratio)
-        except e2e.NamespaceUnavailable as error:
+            records = e2e.run(tuple(args.bandwidths), tuple(args.models), args.methods, args.steps, args.ratio,
+                              tuple(args.hosts))
+        except e2e.ClusterUnavailable as error:
             print(f"e2e: {error}", file=sys.stderr)
             return 2
         print(e2e.report(records))

@@ -93,19 +93,19 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
         return loss
 
     with counted_bytes() as counted:
-        step_seconds, losses = timed_steps(args, data, dist.get_rank(), dist.barrier, step)
-    tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
+        timed = timed_steps(args, data, dist.get_rank(), dist.barrier, step)
+    tail = torch.tensor(float(np.mean(timed.losses[-args.loss_window:])))
     dist.all_reduce(tail)
     numels = [p.numel() for p in net.parameters()]
     # DDP's own allreduce runs in C++, past the wrappers: every gradient at 4 bytes.
     step_bytes = 4 * sum(numels) if method == "ddp-dense" else counted[0]
-    return record("ddp", method, args, numels, step_seconds, tail.item() / dist.get_world_size(), step_bytes)
+    return record("ddp", method, args, numels, timed, tail.item() / dist.get_world_size(), step_bytes)
 
 
 def main() -> None:
     args = arguments(__doc__, METHODS).parse_args()
     dist.init_process_group("gloo")
-    run_methods(args, train, dist.get_rank())
+    run_methods(args, train, dist.get_rank(), dist.barrier)
     dist.destroy_process_group()
 
 

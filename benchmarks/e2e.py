@@ -1,61 +1,33 @@
-"""End-to-end suite: 2 workers on a loopback shaped to a bandwidth, per method, under Horovod and under DDP.
+"""End-to-end suite: P hosts with one worker each, every host's link shaped like a NIC, per method, under
+Horovod and under DDP.
 
-The suite creates its own network namespace (``ip netns add``), brings its loopback up with a
-9000-byte MTU and shapes it with a token-bucket filter (``tc ... tbf rate R``), then runs
-``horovodrun -np 2 -H localhost:2`` (Horovod's methods) and ``torchrun --nproc_per_node 2`` (DDP's,
-named ``ddp-*``) inside it: all traffic stays on 127.0.0.1 of that namespace.
-It needs root and iproute2, and says so when it lacks them. The namespace is removed afterwards.
+For each number of hosts and bandwidth the suite builds a cluster with ``tests/cluster/hosts.py``:
+each host a network namespace with its own ``eth0`` on a bridge, each direction of each link
+limited to the bandwidth by a token bucket (``tc ... tbf rate R burst 256kb latency 100ms``), and
+sshd on every host. Horovod's methods run in one multi-host ``horovodrun -H host1:1,host2:1,...
+--gloo`` started on the first host; DDP's (named ``ddp-*``) run ``torchrun --nnodes P`` on every
+host (Gloo). Every worker's traffic crosses its own host's shaped link. It needs root, iproute2
+and openssh-server, and says so when it lacks them; the cluster is removed afterwards.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import uuid
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 from examples.common import progress
+from tests.cluster.hosts import INTERFACE, Cluster, ClusterUnavailable
 
-BANDWIDTHS = ("100mbit", "1gbit")
+BANDWIDTHS = ("100mbit", "1gbit", "10gbit")
+HOSTS = (2,)
 MODELS = ("digits_cnn", "wide_mlp")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class NamespaceUnavailable(RuntimeError):
-    """The machine does not let this process create a shaped network namespace."""
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-@contextlib.contextmanager
-def shaped_namespace(rate: str) -> Iterator[str]:
-    """A fresh network namespace whose loopback is limited to ``rate`` (tc syntax, e.g. 100mbit)."""
-    if os.geteuid() != 0:
-        raise NamespaceUnavailable("the e2e suite must run as root to create a network namespace (ip netns add)")
-    if shutil.which("ip") is None or shutil.which("tc") is None:
-        raise NamespaceUnavailable("the e2e suite needs iproute2 (ip, tc): apt-get install iproute2")
-    name = f"distq-{uuid.uuid4().hex[:8]}"
-    try:
-        _ip("netns", "add", name)
-    except subprocess.CalledProcessError as error:
-        raise NamespaceUnavailable(f"cannot create a network namespace: {error.stderr.strip()}") from error
-    try:
-        _ip("-n", name, "link", "set", "lo", "mtu", "9000", "up")
-        subprocess.run(["tc", "-n", name, "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate,
-                        "burst", "256kb", "latency", "100ms"], check=True, capture_output=True, text=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-
+TORCHRUN_PORT = 29400
+__all__ = ["ClusterUnavailable", "all_methods", "report", "run"]
 
 # A DDP launch that dies of a signal, or outlives DDP_LAUNCH_SECONDS, is run again, up to
 # DDP_LAUNCHES times; each record counts the launches it took, and a method that failed them all
@@ -69,21 +41,27 @@ class LaunchFailed(RuntimeError):
     """A launch ended because a worker died of a signal, or because it ran out of time."""
 
 
-def run_model(namespace: str, engine: str, model: str, methods: list[str], steps: int, ratio: float,
+def run_model(cluster: Cluster, engine: str, model: str, methods: list[str], steps: int, ratio: float,
               timeout: float) -> list[dict]:
-    """Runs one engine's ``methods`` on ``model`` with 2 workers inside ``namespace``: Horovod's in
-    one ``horovodrun`` (Gloo), DDP's one ``torchrun`` (Gloo) each."""
+    """Runs one engine's ``methods`` on ``model`` with a worker on every host of ``cluster``: Horovod's in
+    one ``horovodrun`` (Gloo), DDP's one ``torchrun`` per host each."""
     if engine == "horovod":
-        launcher = [str(Path(sys.executable).with_name("horovodrun")), "-np", "2", "-H", "localhost:2", "--gloo",
-                    sys.executable, "-m", "benchmarks.e2e_worker"]
-        return _launch(namespace, launcher, [model, steps, ratio, *methods], timeout)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-                "benchmarks.ddp_worker"]
+        def horovod(worker: list[str]) -> list[list[str]]:
+            return [cluster.horovodrun_command(["--gloo", sys.executable, "-m", "benchmarks.e2e_worker", *worker])]
+        return _launch(cluster, horovod, [model, steps, ratio, *methods], timeout)
+
+    def ddp(worker: list[str]) -> list[list[str]]:
+        rendezvous = [f"--nnodes={len(cluster.hosts)}", "--nproc-per-node=1",
+                      f"--master-addr={cluster.hosts[0].address}", f"--master-port={TORCHRUN_PORT}"]
+        return [[*host.exec_prefix(), sys.executable, "-m", "torch.distributed.run", *rendezvous,
+                 f"--node-rank={rank}", "-m", "benchmarks.ddp_worker", *worker]
+                for rank, host in enumerate(cluster.hosts)]
+
     records = []
     for method in methods:
         for launch in range(1, DDP_LAUNCHES + 1):
             try:
-                results = _launch(namespace, launcher, [model, steps, ratio, method], min(timeout, DDP_LAUNCH_SECONDS))
+                results = _launch(cluster, ddp, [model, steps, ratio, method], min(timeout, DDP_LAUNCH_SECONDS))
             except LaunchFailed as error:
                 if launch == DDP_LAUNCHES:
                     records.append({"engine": engine, "method": method, "model": model, "launches": launch,
@@ -94,27 +72,30 @@ def run_model(namespace: str, engine: str, model: str, methods: list[str], steps
     return records
 
 
-def _launch(namespace: str, launcher: list[str], arguments: list, timeout: float) -> list[dict]:
+def _launch(cluster: Cluster, commands, arguments: list, timeout: float) -> list[dict]:
+    """Starts ``commands(worker_arguments)`` (one command line per launcher) and waits for all of
+    them; returns the records rank 0 wrote. Kills every process of the cluster on failure or timeout."""
     model, steps, ratio, *methods = arguments
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "results.json"
-        command = ["ip", "netns", "exec", namespace, *launcher, "--model", model, "--steps", str(steps),
-                   "--ratio", str(ratio), "--out", str(out), "--methods", *methods]
-        # The workers import benchmarks.* and examples.*: from the repository root, whatever the caller's cwd.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               # torch's Gloo picks its interface from the hostname, which need not resolve inside the namespace.
-               "GLOO_SOCKET_IFNAME": "lo"}
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
+        worker = ["--model", model, "--steps", str(steps), "--ratio", str(ratio), "--out", str(out),
+                  "--methods", *methods]
+        # torch's Gloo picks its interface from the hostname unless told; Horovod's is told by horovodrun.
+        launchers = [cluster.popen(command, {"GLOO_SOCKET_IFNAME": INTERFACE}) for command in commands(worker)]
+        deadline = time.monotonic() + timeout
+        outputs = []
         try:
-            output, _ = process.communicate(timeout=timeout)
+            for launcher in launchers:
+                outputs.append(launcher.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the launcher and every worker it started
-            process.communicate()
-            raise LaunchFailed(f"{' '.join(command)} ran out of its {timeout:g} s") from None
-        if process.returncode != 0:
+            raise LaunchFailed(f"{' '.join(launchers[0].args)} ran out of its {timeout:g} s") from None
+        finally:
+            for launcher in launchers:
+                cluster.stop(launcher)
+        output = "\n".join(outputs)
+        if any(launcher.returncode != 0 for launcher in launchers):
             error = LaunchFailed if "(SIGABRT)" in output else RuntimeError
-            raise error(f"{' '.join(command)} failed:\n{output[-4000:]}")
+            raise error(f"{' '.join(launchers[0].args)} failed:\n{output[-4000:]}")
         return json.loads(out.read_text())
 
 
@@ -126,39 +107,45 @@ def all_methods() -> list[str]:
 
 
 def run(bandwidths: tuple[str, ...] = BANDWIDTHS, models: tuple[str, ...] = MODELS, methods: list[str] | None = None,
-        steps: int = 30, ratio: float = 0.01, timeout: float = 1200) -> list[dict]:
-    """Runs every model at every bandwidth; one record per (bandwidth, model, method)."""
+        steps: int = 30, ratio: float = 0.01, hosts: tuple[int, ...] = HOSTS, timeout: float = 1200) -> list[dict]:
+    """Runs every model at every bandwidth on clusters of every size in ``hosts``; one record per
+    (hosts, bandwidth, model, method)."""
     methods = list(methods or all_methods())
     engines = {"horovod": [m for m in methods if not m.startswith("ddp-")],
                "ddp": [m for m in methods if m.startswith("ddp-")]}
     records = []
-    for bandwidth in bandwidths:
-        with shaped_namespace(bandwidth) as namespace:
-            for model in progress(models, f"e2e at {bandwidth}"):
-                for engine, chosen in engines.items():
-                    if not chosen:
-                        continue
-                    for record in run_model(namespace, engine, model, chosen, steps, ratio, timeout):
-                        records.append({"bandwidth": bandwidth, "ratio": ratio, **record})
+    for count in hosts:
+        for bandwidth in bandwidths:
+            with Cluster(count, rate=bandwidth) as cluster:
+                for model in progress(models, f"e2e on {count} hosts at {bandwidth}"):
+                    for engine, chosen in engines.items():
+                        if not chosen:
+                            continue
+                        for record in run_model(cluster, engine, model, chosen, steps, ratio, timeout):
+                            records.append({"hosts": count, "bandwidth": bandwidth, "ratio": ratio, **record})
     return records
 
 
 def report(records: list[dict]) -> str:
-    """One line per record; its step time relative to its own engine's dense and fp16 runs."""
-    lines = [f"{'bandwidth':>9} {'model':<11} {'method':<15} {'step ms':>9} {'x dense':>8} {'x fp16':>7} "
-             f"{'loss':>7} {'loss/dense':>10} {'bytes/step':>11}"]
+    """One line per record; its step time relative to its own engine's dense and fp16 runs on the
+    same hosts and bandwidth, and split into compute (the same model's step with no communication,
+    every worker stepping at once) and the rest (communication, and compression's own work)."""
+    lines = [f"{'P':>2} {'bandwidth':>9} {'model':<11} {'method':<15} {'step ms':>9} {'compute':>8} {'comm':>8} "
+             f"{'x dense':>8} {'x fp16':>7} {'loss/dense':>10} {'bytes/step':>11} {'NIC bytes/step':>14}"]
     for r in records:
+        where = f"{r['hosts']:>2} {r['bandwidth']:>9} {r['model']:<11} {r['method']:<15}"
         if "failed" in r:
-            lines.append(f"{r['bandwidth']:>9} {r['model']:<11} {r['method']:<15} failed in {r['launches']} launches")
+            lines.append(f"{where} failed in {r['launches']} launches")
             continue
         prefix = "ddp-" if r.get("engine") == "ddp" else ""
-        same = {x["method"]: x for x in records
-                if x["bandwidth"] == r["bandwidth"] and x["model"] == r["model"] and "failed" not in x}
+        same = {x["method"]: x for x in records if "failed" not in x and
+                (x["hosts"], x["bandwidth"], x["model"]) == (r["hosts"], r["bandwidth"], r["model"])}
         dense, fp16 = same.get(prefix + "dense"), same.get(prefix + "fp16")
         vs_dense = f"{r['step_ms_median'] / dense['step_ms_median']:.2f}" if dense else "-"
         vs_fp16 = f"{r['step_ms_median'] / fp16['step_ms_median']:.2f}" if fp16 else "-"
         loss_vs_dense = f"{r['final_loss'] / dense['final_loss']:.3f}" if dense else "-"
-        lines.append(f"{r['bandwidth']:>9} {r['model']:<11} {r['method']:<15} {r['step_ms_median']:>9.1f} "
-                     f"{vs_dense:>8} {vs_fp16:>7} {r['final_loss']:>7.4f} {loss_vs_dense:>10} "
-                     f"{r['bytes_sent_last_step']:>11}")
+        link = f"{r['link_bytes_per_step']:,.0f}" if r.get("link_bytes_per_step") is not None else "-"
+        lines.append(f"{where} {r['step_ms_median']:>9.1f} {r['compute_ms_median']:>8.1f} "
+                     f"{r['step_ms_median'] - r['compute_ms_median']:>8.1f} {vs_dense:>8} {vs_fp16:>7} "
+                     f"{loss_vs_dense:>10} {r['bytes_sent_last_step']:>11,} {link:>14}")
     return "\n".join(lines)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import horovod.torch as hvd
 import numpy as np
@@ -43,11 +45,11 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     model = MODELS[args.model]()
     compression = make_compression(method, args.ratio)
     step = horovod_step(model, compression, args.lr, momentum=0.9)
-    step_seconds, losses = timed_steps(args, data, hvd.rank(), hvd.barrier, step)
-    tail = torch.tensor(float(np.mean(losses[-args.loss_window:])))
+    timed = timed_steps(args, data, hvd.rank(), hvd.barrier, step)
+    tail = torch.tensor(float(np.mean(timed.losses[-args.loss_window:])))
     numels = [p.numel() for p in model.parameters()]
     final_loss = hvd.allreduce(tail, name=f"loss.{method}").item()
-    return record("horovod", method, args, numels, step_seconds, final_loss, bytes_per_step(compression, numels, hvd))
+    return record("horovod", method, args, numels, timed, final_loss, bytes_per_step(compression, numels, hvd))
 
 
 def horovod_step(model: torch.nn.Module, compression, lr: float,
@@ -57,6 +59,12 @@ def horovod_step(model: torch.nn.Module, compression, lr: float,
         torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum),
         named_parameters=model.named_parameters(), compression=compression,
     )
+    return sgd_step(model, optimizer)
+
+
+def sgd_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[torch.Tensor, torch.Tensor],
+                                                                                    torch.Tensor]:
+    """One training step of ``model`` on a batch with ``optimizer``; returns the loss."""
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         optimizer.zero_grad()
@@ -68,25 +76,58 @@ def horovod_step(model: torch.nn.Module, compression, lr: float,
     return step
 
 
+class TimedSteps(NamedTuple):
+    """What :func:`timed_steps` measured after its warm-up steps."""
+
+    seconds: list[float]
+    losses: list[float]
+    link_bytes_per_step: float | None  # this host's NIC, by the kernel's count; None off a cluster
+
+
 def timed_steps(args: argparse.Namespace, data, rank: int, barrier: Callable[[], Any],
-                step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[list[float], list[float]]:
+                step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> TimedSteps:
     """Runs ``args.warmup + args.steps`` training steps on random batches (this rank's own draw),
-    each started on every rank together; returns each step's seconds and loss after the warm-up."""
+    each started on every rank together; returns each step's seconds and loss after the warm-up,
+    and the bytes this host's NIC sent per step meanwhile."""
     train_x, train_y, _, _ = data
     generator = torch.Generator().manual_seed(args.seed + rank)
     step_seconds, losses = [], []
+    sent_before = None
     for index in range(args.warmup + args.steps):
         batch = torch.randint(0, len(train_x), (args.batch_size,), generator=generator)
         barrier()  # steps start together, so a step's time is the slowest rank's
+        if index == args.warmup:
+            sent_before = nic_sent_bytes()
         start = time.perf_counter()
         loss = step(train_x[batch], train_y[batch])
         if index >= args.warmup:
             step_seconds.append(time.perf_counter() - start)
             losses.append(loss.item())
-    return step_seconds, losses
+    sent_after = nic_sent_bytes()
+    link = None if sent_before is None or sent_after is None else (sent_after - sent_before) / args.steps
+    return TimedSteps(step_seconds, losses, link)
 
 
-def record(engine: str, method: str, args: argparse.Namespace, numels: list[int], step_seconds: list[float],
+def nic_sent_bytes() -> int | None:
+    """Bytes sent so far by the interface the job's Gloo uses, as the kernel counts them (headers
+    and all), where that is a NIC of its own (a cluster host's eth0); None on loopback or unknown."""
+    interface = os.environ.get("HOROVOD_GLOO_IFACE") or os.environ.get("GLOO_SOCKET_IFNAME")
+    counter = Path(f"/sys/class/net/{interface}/statistics/tx_bytes")
+    if not interface or interface == "lo" or not counter.exists():
+        return None
+    return int(counter.read_text())
+
+
+def compute_ms(args: argparse.Namespace, data, rank: int, barrier: Callable[[], Any]) -> float:
+    """Median milliseconds of a training step of ``args.model`` with no communication at all (plain
+    SGD), every rank stepping at once as in training: the compute part of the timed steps."""
+    torch.manual_seed(args.seed)
+    model = MODELS[args.model]()
+    step = sgd_step(model, torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9))
+    return float(np.median(timed_steps(args, data, rank, barrier, step).seconds)) * 1e3
+
+
+def record(engine: str, method: str, args: argparse.Namespace, numels: list[int], timed: TimedSteps,
            final_loss: float, bytes_sent: int) -> dict:
     """One method's result."""
     return {
@@ -95,9 +136,10 @@ def record(engine: str, method: str, args: argparse.Namespace, numels: list[int]
         "model": args.model,
         "parameters": sum(numels),
         "steps": args.steps,
-        "step_ms_median": float(np.median(step_seconds)) * 1e3,
+        "step_ms_median": float(np.median(timed.seconds)) * 1e3,
         "final_loss": final_loss,
         "bytes_sent_last_step": bytes_sent,
+        "link_bytes_per_step": timed.link_bytes_per_step,
     }
 
 
@@ -117,11 +159,14 @@ def arguments(description: str, methods: tuple[str, ...]) -> argparse.ArgumentPa
     return parser
 
 
-def run_methods(args: argparse.Namespace, train: Callable[[str, argparse.Namespace, Any], dict], rank: int) -> None:
-    """Trains with every method of ``args.methods`` in turn, on one thread; rank 0 writes the records to --out."""
+def run_methods(args: argparse.Namespace, train: Callable[[str, argparse.Namespace, Any], dict], rank: int,
+                barrier: Callable[[], Any]) -> None:
+    """Trains with every method of ``args.methods`` in turn, on one thread; rank 0 writes the records,
+    each with the model's step time without communication (``compute_ms_median``), to --out."""
     torch.set_num_threads(1)
     data = as_tensors(digits_split(args.seed))
-    results = [train(method, args, data) for method in args.methods]
+    compute = compute_ms(args, data, rank, barrier)
+    results = [{**train(method, args, data), "compute_ms_median": compute} for method in args.methods]
     if rank == 0:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)
@@ -130,7 +175,7 @@ def run_methods(args: argparse.Namespace, train: Callable[[str, argparse.Namespa
 def main() -> None:
     args = arguments(__doc__, METHODS).parse_args()
     hvd.init()
-    run_methods(args, train, hvd.rank())
+    run_methods(args, train, hvd.rank(), hvd.barrier)
 
 
 if __name__ == "__main__":

@@ -29,22 +29,23 @@ def kernels(records: list[dict], path: Path) -> None:
 
 
 def e2e(records: list[dict], path: Path) -> None:
-    """Median step time per method, one panel per model, bars grouped by bandwidth (failed runs left out)."""
+    """Median step time per method, one panel per model, bars grouped by cluster size and bandwidth
+    (failed runs left out)."""
     records = [r for r in records if "failed" not in r]
     models = list(dict.fromkeys(r["model"] for r in records))
-    bandwidths = list(dict.fromkeys(r["bandwidth"] for r in records))
+    links = list(dict.fromkeys((r["hosts"], r["bandwidth"]) for r in records))
     methods = list(dict.fromkeys(r["method"] for r in records))
     figure, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 4.5), squeeze=False)
-    width = 0.8 / len(bandwidths)
+    width = 0.8 / len(links)
     for axis, model in zip(axes[0], models):
-        for i, bandwidth in enumerate(bandwidths):
-            values = [next((r["step_ms_median"] for r in records if r["model"] == model
+        for i, (hosts, bandwidth) in enumerate(links):
+            values = [next((r["step_ms_median"] for r in records if r["model"] == model and r["hosts"] == hosts
                             and r["bandwidth"] == bandwidth and r["method"] == m), 0) for m in methods]
-            axis.bar([j + i * width for j in range(len(methods))], values, width, label=bandwidth)
-        axis.set_xticks([j + width * (len(bandwidths) - 1) / 2 for j in range(len(methods))])
+            axis.bar([j + i * width for j in range(len(methods))], values, width, label=f"P={hosts} {bandwidth}")
+        axis.set_xticks([j + width * (len(links) - 1) / 2 for j in range(len(methods))])
         axis.set_xticklabels(methods, rotation=30, ha="right")
         axis.set(yscale="log", ylabel="median step ms", title=model)
-        axis.legend()
+        axis.legend(fontsize="small", ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -25,7 +25,7 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     torch.manual_seed(args.seed)
     model = MODELS[args.model]()
     compression = hvd.Compression.none if method == "dense" else DistQ(ratio=args.ratio, exchange=method.split("-")[1])
-    seconds, _ = timed_steps(args, data, hvd.rank(), hvd.barrier, horovod_step(model, compression, args.lr))
+    seconds = timed_steps(args, data, hvd.rank(), hvd.barrier, horovod_step(model, compression, args.lr)).seconds
     # Bytes on this rank's link in the last step: the ring allreduce of what went dense, and what
     # the round's allgather brought in from the other ranks.
     if method == "dense":
@@ -43,7 +43,7 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
 def main() -> None:
     args = arguments(__doc__, METHODS).parse_args()
     hvd.init()
-    run_methods(args, train, hvd.rank())
+    run_methods(args, train, hvd.rank(), hvd.barrier)
 
 
 if __name__ == "__main__":

@@ -61,10 +61,11 @@ def test_a_killed_host_ends_the_job_with_an_error(controller: str) -> None:
                 code = job.wait(timeout=KILLED_HOST_SECONDS)
             except subprocess.TimeoutExpired:
                 pytest.fail(f"the job still ran {KILLED_HOST_SECONDS} s after its second host was killed")
+            ended = time.monotonic() - killed
         finally:
             cluster.stop(job)
         assert code != 0, f"the job exited 0 although a host was killed:\n{''.join(output)[-3000:]}"
-        print(f"{controller}: the job ended ({code}) {time.monotonic() - killed:.1f} s after host2 was killed")
+        print(f"{controller}: the job ended ({code}) {ended:.1f} s after host2 was killed")
 
 
 def _both_ranks_stepped(output: str) -> bool:

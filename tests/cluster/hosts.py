@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ SSH_PORT = 2222
 INTERFACE = "eth0"
 SUBNET = "10.213.0"  # host i is SUBNET.(10 + i)/24, inside this cluster's namespaces only
 MTU = 9000
+RATE_PREFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 CONTROLLERS = {
     "gloo": ["--gloo"],
     "mpi": ["--mpi", "--mpi-args=--allow-run-as-root"],
@@ -66,6 +68,14 @@ class Host:
         """What runs a command inside this host: its network namespace, its hostname."""
         return ["ip", "netns", "exec", self.namespace, "unshare", "--uts", "sh", "-c",
                 f'hostname {self.name} && exec "$0" "$@"']
+
+
+def bits_per_second(rate: str) -> float:
+    """A tc rate in bits (``100mbit``, ``1gbit``, ``500kbit``) as bits per second."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt]?)bit", rate.strip().lower())
+    if match is None:
+        raise ValueError(f"rate {rate!r}: give it as tc does in bits, e.g. 100mbit, 1gbit or 10gbit")
+    return float(match[1]) * RATE_PREFIXES[match[2]]
 
 
 def unavailable_reason() -> str | None:
@@ -99,6 +109,8 @@ class Cluster:
         self.tag = f"distq-{uuid.uuid4().hex[:6]}"
         self.switch = f"{self.tag}-switch"
         self.hosts = [Host(f"host{i}", f"{self.tag}-host{i}", f"{SUBNET}.{10 + i}") for i in range(1, hosts + 1)]
+        if rate is not None:
+            bits_per_second(rate)  # a bad rate fails here, before anything is made
         self.rate, self.delay = rate, delay
         self.scratch = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
         self._namespaces: list[str] = []
@@ -145,12 +157,12 @@ class Cluster:
         return subprocess.CompletedProcess(process.args, process.returncode, output)
 
     @staticmethod
-    def popen(command: list[str]) -> subprocess.Popen:
-        """Starts ``command`` from the checkout in a session of its own; its standard output and
-        error come back together, as text, in ``stdout``."""
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+    def popen(command: list[str], environment: dict[str, str] | None = None) -> subprocess.Popen:
+        """Starts ``command`` from the checkout in a session of its own, with this environment and
+        ``environment``; its standard output and error come back together, as text, in ``stdout``.
+        Workers that horovodrun starts over ssh see only what it passes them."""
+        return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def stop(self, process: subprocess.Popen) -> None:
         """Kills a job started by :meth:`popen`: the launcher's process group and every worker on every host."""
@@ -234,9 +246,10 @@ class Cluster:
                                          "this kernel may lack the netem qdisc") from error
             parent = ["parent", "1:1"]
         if self.rate:
-            # A bucket of 256 kB, deep enough for a window of jumbo frames, so that shaping delays
-            # packets rather than dropping them.
-            subprocess.run([*tc, *parent, "tbf", "rate", self.rate, "burst", "256kb", "latency", "100ms"],
+            # The bucket holds 2 ms at the rate (at least a few jumbo frames): a NIC sends nothing faster
+            # than its rate for longer than that, and the kernel's timers can still keep up at 10 Gbit/s.
+            burst = max(4 * MTU, round(bits_per_second(self.rate) / 8 * 0.002))
+            subprocess.run([*tc, *parent, "tbf", "rate", self.rate, "burst", str(burst), "latency", "100ms"],
                            check=True, capture_output=True, text=True)
 
     def _make_keys(self) -> None:

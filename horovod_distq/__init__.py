@@ -12,6 +12,7 @@ from horovod_distq.encodings import VALUE_ENCODINGS, ValueEncoding, value_encodi
 from horovod_distq.families import FAMILIES, FamilySpec, family_arguments
 from horovod_distq.selection import SparseSelection
 from horovod_distq.stats import TensorStats
+from horovod_distq.warmup import Warmup
 from horovod_distq.wire import DistQExchangeError
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "SparseSelection",
     "TensorStats",
     "ValueEncoding",
+    "Warmup",
     "__version__",
     "family_arguments",
     "value_encoding",

@@ -23,6 +23,7 @@ from horovod_distq.selection import SparseSelection
 from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, serialize
 from horovod_distq.stats import TensorStats
 from horovod_distq.telemetry import step_scalars
+from horovod_distq.warmup import Warmup
 from horovod_distq.wire import TensorLayout
 
 # What compress() returns in place of a sparse gradient: one float32 of ones. Horovod allreduces it
@@ -104,8 +105,9 @@ class RatioControllerRole(Protocol):
     def fit_ratio(self, name: str) -> Any:
         """The ratio to pass to the fit for ``name`` this step."""
 
-    def update(self, name: str, selected: Any, numel: int) -> None:
-        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
+    def update(self, name: str, selected: Any, numel: int, target: Any = None) -> None:
+        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio towards
+        ``target`` (by default the controller's own)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The target and a copy of every gradient's loop state."""
@@ -115,6 +117,26 @@ class RatioControllerRole(Protocol):
 
     def restore(self, validated: Any) -> None:
         """Replaces every loop state with what :meth:`validated` returned (absent ones start afresh)."""
+
+
+class WarmupRole(Protocol):
+    """What a frontend's ``WarmupCounter`` does: counts each gradient's steps and gives the warm-up's
+    factor on its ratio (``horovod_distq.warmup``)."""
+
+    def factor(self, name: str) -> Any:
+        """This step's factor on the ratio of ``name`` (1 once its warm-up is over); counts the step."""
+
+    def capped(self, ratio: Any) -> Any:
+        """``ratio``, at most 1."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Each gradient's step count, as ints."""
+
+    def validated(self, state: Any) -> Any:
+        """What :meth:`restore` would load from a :meth:`state_dict` (None: nothing), checked; ValueError if unfit."""
+
+    def restore(self, validated: Any) -> None:
+        """Replaces every step count with what :meth:`validated` returned (absent ones start at 0)."""
 
 
 class ExchangeRole(Protocol):
@@ -208,6 +230,13 @@ class DistQCompressor(ABC):
             dense allreduce at the process set's size (up to about 1 / ratio ranks for float32;
             ``horovod_distq.exchange_cost``); "sparse": always; "dense": never (a Horovod
             allreduce of the gradient plus any residual left).
+        warmup: a sparsity warm-up (Deep Gradient Compression's): a :class:`horovod_distq.Warmup`
+            (every entry for its ``dense_steps`` steps, then a ratio decaying exponentially from its
+            ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
+            decaying steps; None (default): none. Counted per gradient and kept in ``state_dict()``,
+            so a resumed run goes on with the schedule. The closed loop keeps learning during it
+            (it corrects the warm-up's ratio by the same factor); the choice of sparse or dense
+            under ``exchange="auto"`` is made at ``ratio``.
         **family_params: the family's parameters (``dof`` for ``student_t``).
 
     Raises:
@@ -220,7 +249,7 @@ class DistQCompressor(ABC):
     shapes then differ, or in DistQ's check of the exchange headers (TensorFlow checks the
     settings when the first step is traced; see its ``DistQ``).
 
-    Subclasses set ``names``, ``memory``, ``controller`` and ``exchange`` (objects of the roles
+    Subclasses set ``names``, ``memory``, ``controller``, ``schedule`` and ``exchange`` (objects of the roles
     above), and supply the tensor operations (the abstract methods).
 
     Example:
@@ -245,6 +274,7 @@ class DistQCompressor(ABC):
         stages: int | None = None,
         closed_loop: bool = True,
         exchange: str = "auto",
+        warmup: Warmup | int | None = None,
         **family_params: Any,
     ) -> None:
         self.config = DistQConfig(
@@ -258,10 +288,12 @@ class DistQCompressor(ABC):
             closed_loop=closed_loop,
             exchange=exchange,
             family_params=family_params,
+            warmup=warmup,
         )
         self.names: NamesRole
         self.memory: ErrorFeedbackRole
         self.controller: RatioControllerRole
+        self.schedule: WarmupRole
         self.exchange: ExchangeRole
         self._dense_stats: dict[str, TensorStats] = {}
         self._selections: dict[str, tuple[TensorLayout, Any]] = {}
@@ -269,7 +301,7 @@ class DistQCompressor(ABC):
         self._warned_ratio_below_one_entry: set[str] = set()
 
     def state_dict(self, all_ranks: bool = False) -> dict[str, Any]:
-        """Error-feedback residuals and closed-loop state (copies), to save beside the model.
+        """Error-feedback residuals, closed-loop state and warm-up steps (copies), to save beside the model.
 
         Both are per rank: a rank's residuals hold what its own gradients did not send yet.
 
@@ -287,7 +319,8 @@ class DistQCompressor(ABC):
             >>> if hvd.rank() == 0:
             ...     torch.save({"model": model.state_dict(), "distq": state}, "ckpt.pt")
         """
-        own = {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict()}
+        own = {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict(),
+               "warmup": self.schedule.state_dict()}
         if not all_ranks:
             return own
         gathered = self.exchange.gather_bytes(serialize(own))
@@ -297,8 +330,8 @@ class DistQCompressor(ABC):
         """Restores what :meth:`state_dict` returned, all or nothing; from an all-ranks state,
         this rank's own part. Runs no collective.
 
-        Residuals and loop states absent from ``state`` start afresh; a closed-loop state saved
-        for another ``ratio`` starts afresh too (the ratio it learnt to fit at no longer applies).
+        Residuals, loop states and warm-up counts absent from ``state`` start afresh; a closed-loop
+        state saved for another ``ratio`` starts afresh too (the ratio it learnt to fit at no longer applies).
 
         Args:
             state: this rank's ``state_dict()`` (a per-rank checkpoint), or anything rank's
@@ -312,11 +345,13 @@ class DistQCompressor(ABC):
             >>> compression.load_state_dict(torch.load("ckpt.pt")["distq"])   # on every rank
         """
         own = rank_part(state, self.exchange.process_set)
-        # Both parts are checked before either is restored.
+        # Every part is checked before any is restored.
         residuals = self.memory.validated(own["error_feedback"])
         loops = self.controller.validated(own["closed_loop"])
+        steps = self.schedule.validated(own.get("warmup"))
         self.memory.restore(residuals)
         self.controller.restore(loops)
+        self.schedule.restore(steps)
 
     def discard_step(self) -> None:
         """Drops what an interrupted step left in the exchange (pairs compressed, not yet
@@ -410,10 +445,16 @@ class DistQCompressor(ABC):
         self._warn_if_nothing_would_be_sent(layout)
         accumulated = self.memory.accumulate(name, tensor) if self.config.error_feedback else self._flatten(tensor)
         ratio = self.controller.fit_ratio(name) if self.config.closed_loop else self.config.ratio
+        target = self.config.ratio
+        if self.config.warmup is not None:
+            # The loop keeps learning the family's bias: it fits at its ratio times the warm-up's
+            # factor and is told the target was the target times that factor.
+            factor = self.schedule.factor(name)
+            ratio, target = self.schedule.capped(ratio * factor), target * factor
         selection = self.select(accumulated, ratio)
         selected = self._count(selection.indices)
         if self.config.closed_loop:
-            self.controller.update(name, selected, layout.numel)
+            self.controller.update(name, selected, layout.numel, target)
         pairs = self._encode(self.config.value_encoding, selection.indices, selection.values, tensor.dtype)
         if self.config.error_feedback:
             self.memory.keep_unsent(name, selection.indices, selection.values, pairs.decoded)

@@ -11,6 +11,7 @@ from typing import Any
 from horovod_distq.encodings import value_encoding
 from horovod_distq.exchange_cost import EXCHANGE_MODES
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE, default_stages, sparsify_arguments
+from horovod_distq.warmup import Warmup, warmup_from
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class DistQConfig:
         exchange: "auto" (each tensor sparse while its pairs cost fewer bytes than a dense
             allreduce at the process set's size: ``horovod_distq.exchange_cost``), "sparse" or "dense".
         family_params: the family's keyword parameters (``dof`` for ``student_t``).
+        warmup: a :class:`horovod_distq.Warmup` schedule of higher ratios over the first steps, a
+            number of steps (its defaults otherwise), or None.
 
     Example:
         >>> DistQConfig(ratio=0.01, distribution="auto").fit_stages
@@ -45,8 +48,10 @@ class DistQConfig:
     closed_loop: bool = True
     exchange: str = "auto"
     family_params: dict[str, Any] = field(default_factory=dict)
+    warmup: Warmup | int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "warmup", warmup_from(self.warmup))
         if not _is_number(self.ratio) or not 0 < self.ratio <= 1:
             raise ValueError(f"ratio must be a number in (0, 1], got {self.ratio!r}")
         object.__setattr__(self, "ratio", float(self.ratio))  # NumPy scalars too, stored as a Python float
@@ -58,6 +63,11 @@ class DistQConfig:
         value_encoding(self.value_encoding)
         if self.exchange not in EXCHANGE_MODES:
             raise ValueError(f"exchange must be one of {EXCHANGE_MODES}, got {self.exchange!r}")
+
+    @property
+    def warmup_factors(self) -> list[float]:
+        """The warm-up's factor on the ratio at each step, the last one (1) for every later step."""
+        return self.warmup.factors(self.ratio) if self.warmup is not None else [1.0]
 
     def agreement_key(self) -> int:
         """A checksum of what every rank must share for their exchanges to match: which gradients

@@ -2,7 +2,8 @@
 
 A rank's state is ``{"error_feedback": {"residuals": {name: array}}, "closed_loop": {"target":
 ratio, "loops": {name: array of 4}}}``, the arrays being the frontend's (torch tensors, NumPy
-arrays). Error feedback is per rank: each rank's residual is what *its* gradients did not send.
+arrays), and ``"warmup": {"steps": {name: int}}`` (each gradient's steps so far). Error feedback
+is per rank: each rank's residual is what *its* gradients did not send.
 So a checkpoint written by rank 0 alone resumes exactly only if it holds every rank's state:
 ``{"all_ranks": [state of rank 0, state of rank 1, ...]}``, gathered by one collective, from which
 each rank loads its own part.
@@ -10,6 +11,7 @@ each rank loads its own part.
 
 from __future__ import annotations
 
+import numbers
 import pickle
 import struct
 from collections.abc import Callable
@@ -104,3 +106,19 @@ def checked_loops(state: Any, target: float, is_floating: Callable[[Any], bool])
         if not isinstance(name, str) or not is_floating(loop) or tuple(loop.shape) != (4,):
             raise ValueError(f"DistQ closed-loop state of {name!r}: expected 4 floating-point values, got {loop!r}")
     return state["loops"] if state["target"] == target else {}
+
+
+def checked_warmup_steps(state: Any) -> dict[str, int]:
+    """The per-gradient step counts of a warm-up state, checked (absent: none, every schedule starts afresh).
+
+    Raises:
+        ValueError: not ``{"steps": {name: non-negative int}}``.
+    """
+    if state is None:
+        return {}
+    if not isinstance(state, dict) or not isinstance(state.get("steps"), dict):
+        raise ValueError("DistQ warm-up state: expected a dict with 'steps', as state_dict() returns")
+    for name, steps in state["steps"].items():
+        if not isinstance(name, str) or isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"DistQ warm-up steps of {name!r}: expected a non-negative integer, got {steps!r}")
+    return {name: int(steps) for name, steps in state["steps"].items()}

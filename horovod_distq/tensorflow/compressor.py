@@ -19,6 +19,7 @@ from horovod_distq.tensorflow.error_feedback import ErrorFeedback, residual_dtyp
 from horovod_distq.tensorflow.exchange import GradientExchange
 from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient, variable_name
 from horovod_distq.tensorflow.ops import sparsify
+from horovod_distq.tensorflow.warmup import WarmupCounter
 
 # How long the first traced step waits for every rank to join the settings check (seconds).
 AGREEMENT_TIMEOUT_VARIABLE = "HOROVOD_DISTQ_AGREEMENT_TIMEOUT"
@@ -61,6 +62,7 @@ class DistQ(DistQCompressor, tf.Module):
         self.names = GradientNames()
         self.memory = ErrorFeedback()
         self.controller = RatioController(self.config.ratio)
+        self.schedule = WarmupCounter(self.config.warmup_factors)
         self.exchange = GradientExchange(process_set)
         # Per gradient, [selected, threshold] of its last step, for stats.
         self.selections: dict[str, tf.Variable] = {}
@@ -165,6 +167,8 @@ class DistQ(DistQCompressor, tf.Module):
                 self.memory.prepare(name, spec.shape.num_elements(), spec.dtype)
             if self.config.closed_loop:
                 self.controller.prepare(name)
+            if self.config.warmup is not None:
+                self.schedule.prepare(name)
             self._selection_record(name)
         # Ranks whose models differ would reduce differently grouped gradients: found here, not in a stall.
         self._agree_on_settings(zlib.crc32("\n".join(described).encode()))

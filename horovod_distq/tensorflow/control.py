@@ -38,10 +38,11 @@ class RatioController(tf.Module):
         """The ratio to pass to the fit for ``name`` this step (a float64 scalar tensor)."""
         return tf.exp(self.prepare(name).sparse_read(0))
 
-    def update(self, name: str, selected: tf.Tensor, numel: int) -> None:
-        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
+    def update(self, name: str, selected: tf.Tensor, numel: int, target: float | tf.Tensor | None = None) -> None:
+        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio towards
+        ``target`` (by default the controller's own: a warm-up passes its ratio of the step)."""
         loop = self.prepare(name)
-        loop.assign(update_loop_state(loop, selected, numel, self.target))
+        loop.assign(update_loop_state(loop, selected, numel, self.target if target is None else target))
 
     def state_dict(self) -> dict[str, Any]:
         """Per-gradient loop state (4 float64 each, NumPy copies), for a checkpoint."""

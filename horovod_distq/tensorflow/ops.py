@@ -66,8 +66,8 @@ def initial_loop_state(target: float) -> tf.Tensor:
     return _ops.distq_initial_loop_state(tf.constant(target, tf.float64))
 
 
-def update_loop_state(state: tf.Tensor, selected: tf.Tensor, numel: int, target: float) -> tf.Tensor:
+def update_loop_state(state: tf.Tensor, selected: tf.Tensor, numel: int, target: float | tf.Tensor) -> tf.Tensor:
     """The closed-loop state after a fit at ``exp(state[0])`` selected ``selected`` of ``numel`` entries."""
-    return _ops.distq_update_loop_state(
-        state, tf.cast(selected, tf.int64), tf.constant(numel, tf.int64), tf.constant(target, tf.float64)
-    )
+    # A Python number goes straight to float64: tf.cast would round it through float32 first.
+    target = tf.cast(target, tf.float64) if isinstance(target, tf.Tensor) else tf.constant(target, tf.float64)
+    return _ops.distq_update_loop_state(state, tf.cast(selected, tf.int64), tf.constant(numel, tf.int64), target)

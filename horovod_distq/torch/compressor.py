@@ -15,6 +15,7 @@ from horovod_distq.torch.error_feedback import ErrorFeedback, residual_dtype
 from horovod_distq.torch.exchange import RoundStats, StepExchange
 from horovod_distq.torch.naming import ParameterNames
 from horovod_distq.torch.ops import sparsify
+from horovod_distq.torch.warmup import WarmupCounter
 
 
 class TorchCompressor(DistQCompressor):
@@ -91,6 +92,7 @@ class DistQ(TorchCompressor):
         self.names = ParameterNames()
         self.memory = ErrorFeedback()
         self.controller = RatioController(self.config.ratio)
+        self.schedule = WarmupCounter(self.config.warmup_factors)
         self.exchange = StepExchange(process_set)
 
     @property

@@ -48,12 +48,13 @@ class RatioController:
         state = self._states.get(name)
         return self.target if state is None else math.exp(float(state[0]))
 
-    def update(self, name: str, selected: int, numel: int) -> None:
-        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio."""
+    def update(self, name: str, selected: int, numel: int, target: float | None = None) -> None:
+        """Records what the fit at :meth:`fit_ratio` selected and moves the fit ratio towards
+        ``target`` (by default the controller's own: a warm-up passes its ratio of the step)."""
         state = self._states.get(name)
         if state is None:
             state = initial_loop_state(self.target)
-        self._states[name] = update_loop_state(state, selected, numel, self.target)
+        self._states[name] = update_loop_state(state, selected, numel, self.target if target is None else target)
 
     def state_dict(self) -> dict[str, Any]:
         """Per-tensor loop state (4 float64 each), for a checkpoint."""

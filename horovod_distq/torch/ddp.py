@@ -26,6 +26,7 @@ from horovod_distq.torch.compressor import TorchCompressor
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.ddp_exchange import ProcessGroupExchange
 from horovod_distq.torch.error_feedback import ErrorFeedback
+from horovod_distq.torch.warmup import WarmupCounter
 
 
 class ModuleParameterNames:
@@ -78,7 +79,7 @@ class DistQState(TorchCompressor):
     Args:
         module: the model DDP wraps; error feedback and stats are keyed by its parameter names.
         ratio, distribution, error_feedback, min_numel, sample_size, value_encoding, stages,
-            closed_loop, **family_params: as for ``horovod_distq.torch.DistQ``.
+            closed_loop, exchange, warmup, **family_params: as for ``horovod_distq.torch.DistQ``.
         process_group: the group DDP reduces over; None for the default group.
 
     Raises:
@@ -112,6 +113,7 @@ class DistQState(TorchCompressor):
         self.names = ModuleParameterNames(module)
         self.memory = ErrorFeedback()
         self.controller = RatioController(self.config.ratio)
+        self.schedule = WarmupCounter(self.config.warmup_factors)
         self.exchange = ProcessGroupExchange(process_group)
 
     @property

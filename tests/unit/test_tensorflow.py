@@ -235,6 +235,39 @@ class TestDistQState:
         np.testing.assert_array_equal(other.memory.residual("w").numpy(), compression.memory.residual("w").numpy())
         assert "w" not in other.controller.loops
 
+    @pytest.mark.parametrize("traced", [False, True], ids=["eager", "function"])
+    def test_warmup_fits_at_each_step_of_the_schedule(self, traced: bool) -> None:
+        # The twin of tests/unit/test_warmup.py's torch test: a dense step, then the decay, then the target.
+        warmup = horovod_distq.Warmup(steps=3, dense_steps=1)
+        compression = distq_tf.DistQ(ratio=0.01, warmup=warmup, error_feedback=False, closed_loop=False)
+        g = tf.constant(reference.gradient_like(20_000, "float32"))
+
+        def step(gradient: tf.Tensor) -> tf.Tensor:
+            return reduce(compression, gradient, name="w")
+
+        step = tf.function(step) if traced else step
+        for ratio in [*warmup.ratios(0.01), 0.01, 0.01]:
+            selection = distq_tf.sparsify(g, ratio)
+            expected = np.zeros(20_000, np.float32)
+            expected[selection.indices.numpy()] = selection.values.numpy()
+            np.testing.assert_array_equal(step(g).numpy(), expected, err_msg=f"ratio {ratio}")
+        assert compression.state_dict()["warmup"] == {"steps": {"w": 6}}
+
+    def test_a_resumed_warmup_goes_on_with_its_schedule(self) -> None:
+        gradients = [tf.constant(reference.gradient_like(20_000, "float32", seed=seed)) for seed in range(5)]
+        uninterrupted = distq_tf.DistQ(ratio=0.01, warmup=4)
+        expected = [reduce(uninterrupted, g, name="w").numpy() for g in gradients]
+        before = distq_tf.DistQ(ratio=0.01, warmup=4)
+        for g in gradients[:2]:
+            reduce(before, g, name="w")
+        resumed = distq_tf.DistQ(ratio=0.01, warmup=4)
+        resumed.load_state_dict(before.state_dict())
+        for g, sent in zip(gradients[2:], expected[2:]):
+            np.testing.assert_array_equal(reduce(resumed, g, name="w").numpy(), sent)
+        with pytest.raises(ValueError, match="warm-up"):
+            resumed.load_state_dict({**before.state_dict(), "warmup": {"steps": {"w": -3}}})
+        assert resumed.state_dict()["warmup"] == {"steps": {"w": 5}}
+
     def test_unnamed_eager_gradients_keep_one_state_per_size(self) -> None:
         compression = distq_tf.DistQ(ratio=0.01, error_feedback=False)
         for _ in range(10):

@@ -3,7 +3,7 @@
 PYTHON := .venv/bin/python
 HOROVODRUN := .venv/bin/horovodrun
 
-.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling docker-cpu docker-gpu test-docker
+.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling bench-convergence docker-cpu docker-gpu test-docker
 
 setup:
 	bash scripts/setup.sh
@@ -34,6 +34,9 @@ bench-tracing: setup
 
 bench-scaling: setup
 	$(PYTHON) -m benchmarks --out bench_results scaling
+
+bench-convergence: setup
+	$(PYTHON) -m benchmarks --out bench_results convergence
 
 # Container images (docker/README.md), built with Docker where a daemon answers, else buildah or
 # podman. Build arguments come from make's command line, e.g. BASE_IMAGE=localhost/debian:bookworm

@@ -1,4 +1,4 @@
-"""The benchmark command: ``python -m benchmarks [--out DIR] {kernels,e2e,quality,tracing,scaling}``,
+"""The benchmark command: ``python -m benchmarks [--out DIR] {kernels,e2e,quality,tracing,scaling,convergence}``,
 run from the repository root.
 
 Each suite prints a table and writes ``DIR/<suite>.json`` and ``DIR/<suite>.png``.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks import e2e, kernels, plots, quality, scaling, tracing
+from benchmarks import convergence, e2e, kernels, plots, quality, scaling, tracing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ranks", type=int, nargs="+", default=list(scaling.MEASURED_RANKS))
     s.add_argument("--ratios", type=float, nargs="+", default=list(scaling.RATIOS))
     s.add_argument("--steps", type=int, default=10)
+    c = suites.add_parser("convergence", help="2 workers, hundreds of steps: validation loss per method vs dense")
+    c.add_argument("--models", nargs="+", default=list(convergence.MODELS))
+    c.add_argument("--ratios", type=float, nargs="+", default=list(convergence.RATIOS))
+    c.add_argument("--methods", nargs="+", default=None, help="default: every method")
+    c.add_argument("--steps", type=int, default=300)
+    c.add_argument("--warmup-steps", type=int, default=50, help="distq-warmup's decaying steps")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -74,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         print(scaling.report(model_records, measured_records))
         plots.scaling(model_records, args.out / "scaling.png")
         records = {"model": model_records, "measured": measured_records}
+    elif args.suite == "convergence":
+        records = convergence.run(tuple(args.models), tuple(args.ratios), args.steps,
+                                  tuple(args.methods or convergence.METHODS), args.warmup_steps)
+        print(convergence.report(records))
+        plots.convergence(records, args.out / "convergence.png")
     elif args.suite == "tracing":
         records = tracing.run(tuple(args.methods), args.steps, args.ratio)
         print(tracing.report(records))

@@ -137,3 +137,20 @@ def scaling(model_records: list[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def convergence(records: list[dict], path: Path) -> None:
+    """Validation loss against steps, one panel per (model, ratio), one line per method."""
+    panels = list(dict.fromkeys((r["model"], r["ratio"]) for r in records))
+    colours = {method: f"C{i}" for i, method in enumerate(dict.fromkeys(r["method"] for r in records))}
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for axis, (model, ratio) in zip(axes[0], panels):
+        for r in records:
+            if (r["model"], r["ratio"]) == (model, ratio):
+                axis.plot([p["step"] for p in r["curve"]], [p["loss"] for p in r["curve"]], label=r["method"],
+                          color=colours[r["method"]])
+        axis.set(xlabel="step", ylabel="validation loss", title=f"{model}, ratio {ratio:g}", yscale="log")
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

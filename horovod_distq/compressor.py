@@ -67,8 +67,8 @@ class ErrorFeedbackRole(Protocol):
     """
 
     def accumulate(self, name: str, gradient: Any) -> Any:
-        """Adds ``gradient`` to the residual of ``name`` and returns the sum (the accumulated
-        gradient of claim 9), to select from before :meth:`keep_unsent`."""
+        """Adds ``gradient`` (with momentum correction, its velocity) to the residual of ``name``
+        and returns the sum (the accumulated gradient of claim 9), to select from before :meth:`keep_unsent`."""
 
     def keep_unsent(self, name: str, indices: Any, selected: Any, sent: Any) -> None:
         """Makes the accumulated gradient of ``name`` minus what was sent its residual.
@@ -83,8 +83,9 @@ class ErrorFeedbackRole(Protocol):
         """
 
     def flush(self, name: str, gradient: Any) -> Any:
-        """``gradient`` plus the residual of ``name`` (in the gradient's dtype and shape), the
-        residual then zero or dropped: what a step sending ``name`` dense sends."""
+        """``gradient`` (with momentum correction, its velocity after this step) plus the residual
+        of ``name`` if it has one (in the gradient's dtype and shape), the residual then zero or
+        dropped: what a step sending ``name`` dense sends."""
 
     def residual(self, name: str) -> Any:
         """The residual kept for ``name``, or None."""
@@ -230,6 +231,12 @@ class DistQCompressor(ABC):
             dense allreduce at the process set's size (up to about 1 / ratio ranks for float32;
             ``horovod_distq.exchange_cost``); "sparse": always; "dense": never (a Horovod
             allreduce of the gradient plus any residual left).
+        momentum: Deep Gradient Compression's momentum correction, in [0, 1): with 0.9, say, error
+            feedback accumulates each gradient's velocity ``u = 0.9 * u + gradient`` instead of the
+            gradient, the pairs are selected from that, and a sent entry clears its velocity
+            (momentum factor masking); gradients sent dense send their velocity. Switch the
+            optimizer's own momentum off (SGD ``momentum=0``): this is the momentum. Needs
+            ``error_feedback=True``; velocities are part of ``state_dict()``.
         warmup: a sparsity warm-up (Deep Gradient Compression's): a :class:`horovod_distq.Warmup`
             (every entry for its ``dense_steps`` steps, then a ratio decaying exponentially from its
             ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
@@ -275,6 +282,7 @@ class DistQCompressor(ABC):
         closed_loop: bool = True,
         exchange: str = "auto",
         warmup: Warmup | int | None = None,
+        momentum: float = 0.0,
         **family_params: Any,
     ) -> None:
         self.config = DistQConfig(
@@ -289,6 +297,7 @@ class DistQCompressor(ABC):
             exchange=exchange,
             family_params=family_params,
             warmup=warmup,
+            momentum=momentum,
         )
         self.names: NamesRole
         self.memory: ErrorFeedbackRole
@@ -439,7 +448,7 @@ class DistQCompressor(ABC):
         name = name if name is not None else self.names.of(tensor)
         if not self.compresses(tensor):
             self._record_dense(name, tensor)
-            return self._with_residual(name, tensor), None
+            return self._dense_gradient(name, tensor), None
         name = self._sparse_name(name, self._numel(tensor))
         layout = TensorLayout(name, self._numel(tensor), self.config.value_encoding, self._dtype_name(tensor))
         self._warn_if_nothing_would_be_sent(layout)
@@ -536,11 +545,17 @@ class DistQCompressor(ABC):
             nbytes = numel * self._element_size(tensor)
             self._dense_stats[name] = TensorStats(numel, numel, None, nbytes, nbytes)
 
-    def _with_residual(self, name: str | None, tensor: Any) -> Any:
-        """A dense gradient plus what earlier sparse steps left unsent (when the process set
-        grew past the crossover, or ``exchange`` changed): sent whole, so error feedback stays
-        exact; the residual is then spent."""
-        if name is None or not self.config.error_feedback or self.memory.residual(name) is None:
+    def _dense_gradient(self, name: str | None, tensor: Any) -> Any:
+        """What a dense gradient sends: itself, with momentum correction its velocity, plus what
+        earlier sparse steps left unsent (when the process set grew past the crossover, or
+        ``exchange`` changed): sent whole, so error feedback stays exact; the residual is then spent."""
+        if not self.config.error_feedback or not self._is_floating(tensor):
+            return tensor
+        if name is None:
+            if self.config.momentum:
+                raise ValueError(f"DistQ(momentum=...) needs every gradient's name: {self.names.how_to_name}")
+            return tensor
+        if not self.config.momentum and self.memory.residual(name) is None:
             return tensor
         return self.memory.flush(name, tensor)
 

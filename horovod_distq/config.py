@@ -32,6 +32,8 @@ class DistQConfig:
         family_params: the family's keyword parameters (``dof`` for ``student_t``).
         warmup: a :class:`horovod_distq.Warmup` schedule of higher ratios over the first steps, a
             number of steps (its defaults otherwise), or None.
+        momentum: Deep Gradient Compression's momentum correction, in [0, 1): 0 (off), or the
+            momentum of the velocity that error feedback accumulates instead of the gradient.
 
     Example:
         >>> DistQConfig(ratio=0.01, distribution="auto").fit_stages
@@ -49,9 +51,16 @@ class DistQConfig:
     exchange: str = "auto"
     family_params: dict[str, Any] = field(default_factory=dict)
     warmup: Warmup | int | None = None
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "warmup", warmup_from(self.warmup))
+        if not _is_number(self.momentum) or not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be a number in [0, 1), got {self.momentum!r}")
+        object.__setattr__(self, "momentum", float(self.momentum))
+        if self.momentum and not self.error_feedback:
+            raise ValueError("momentum correction accumulates the velocity in error feedback: it needs "
+                             "error_feedback=True")
         if not _is_number(self.ratio) or not 0 < self.ratio <= 1:
             raise ValueError(f"ratio must be a number in (0, 1], got {self.ratio!r}")
         object.__setattr__(self, "ratio", float(self.ratio))  # NumPy scalars too, stored as a Python float

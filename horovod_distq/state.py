@@ -1,9 +1,10 @@
 """DistQ's checkpoint format, for both frontends: one rank's state, or every rank's in one dict.
 
-A rank's state is ``{"error_feedback": {"residuals": {name: array}}, "closed_loop": {"target":
-ratio, "loops": {name: array of 4}}}``, the arrays being the frontend's (torch tensors, NumPy
-arrays), and ``"warmup": {"steps": {name: int}}`` (each gradient's steps so far). Error feedback
-is per rank: each rank's residual is what *its* gradients did not send.
+A rank's state is ``{"error_feedback": {"residuals": {name: array}, "velocities": {name: array}},
+"closed_loop": {"target": ratio, "loops": {name: array of 4}}, "warmup": {"steps": {name: int}}}``,
+the arrays being the frontend's (torch tensors, NumPy arrays); velocities are momentum correction's,
+warm-up steps each gradient's steps so far. Error feedback is per rank: each rank's residual is
+what *its* gradients did not send.
 So a checkpoint written by rank 0 alone resumes exactly only if it holds every rank's state:
 ``{"all_ranks": [state of rank 0, state of rank 1, ...]}``, gathered by one collective, from which
 each rank loads its own part.
@@ -79,18 +80,23 @@ def rank_part(state: Any, process_set: Any) -> dict[str, Any]:
     return state
 
 
-def checked_residuals(state: Any, is_floating: Callable[[Any], bool]) -> dict[str, Any]:
-    """The residuals of an error-feedback state, checked.
+def checked_residuals(state: Any, is_floating: Callable[[Any], bool]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The residuals and the momentum-correction velocities of an error-feedback state, checked
+    (velocities absent: none, every velocity starts at zero).
 
     Raises:
-        ValueError: not ``{"residuals": {name: floating-point array}}``.
+        ValueError: not ``{"residuals": {name: floating-point array}, "velocities": {...}}``.
     """
     if not isinstance(state, dict) or not isinstance(state.get("residuals"), dict):
         raise ValueError("DistQ error-feedback state: expected a dict with 'residuals', as state_dict() returns")
-    for name, residual in state["residuals"].items():
-        if not isinstance(name, str) or not is_floating(residual):
-            raise ValueError(f"DistQ residual of {name!r}: expected a floating-point array, got {residual!r}")
-    return state["residuals"]
+    velocities = state.get("velocities", {})
+    if not isinstance(velocities, dict):
+        raise ValueError("DistQ error-feedback state: 'velocities' must be a dict of arrays, as state_dict() returns")
+    for kind, arrays in (("residual", state["residuals"]), ("velocity", velocities)):
+        for name, array in arrays.items():
+            if not isinstance(name, str) or not is_floating(array):
+                raise ValueError(f"DistQ {kind} of {name!r}: expected a floating-point array, got {array!r}")
+    return state["residuals"], velocities
 
 
 def checked_loops(state: Any, target: float, is_floating: Callable[[Any], bool]) -> dict[str, Any]:

@@ -6,6 +6,8 @@ statistics, and the selection mask is a vectorised comparison.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ml_dtypes
 import numpy as np
 from scipy import stats
@@ -136,3 +138,32 @@ def decoded_values(values: np.ndarray, encoding: str) -> np.ndarray:
     scale_pos = np.abs(values[positive]).mean() if positive.any() else 0.0
     scale_neg = np.abs(values[~positive]).mean() if (~positive).any() else 0.0
     return np.where(positive, scale_pos, -scale_neg).astype(np.float32)
+
+
+class MomentumCorrection:
+    """Deep Gradient Compression's update for one rank (Lin et al., 2018, algorithm 1 with momentum
+    correction and factor masking), in NumPy: per gradient a velocity ``u = m * u + g`` and an
+    accumulation ``v = v + u``; the selected part of ``v`` is sent and both are cleared there.
+    A gradient sent dense sends its velocity, kept whole.
+
+    Args:
+        momentum: m.
+    """
+
+    def __init__(self, momentum: float) -> None:
+        self.momentum = np.float32(momentum)
+        self.velocities: dict[str, np.ndarray] = {}
+        self.accumulations: dict[str, np.ndarray] = {}
+
+    def step(self, name: str, gradient: np.ndarray, select: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+        """What this rank sends of ``name`` this step: ``select(v)`` (a dense array with the sent
+        values, zeros elsewhere), or with ``select=None`` (a dense gradient) the velocity."""
+        velocity = self.momentum * self.velocities.get(name, np.zeros_like(gradient)) + gradient
+        if select is None:
+            self.velocities[name] = velocity
+            return velocity
+        accumulation = self.accumulations.get(name, np.zeros_like(gradient)) + velocity
+        sent = select(accumulation)
+        self.velocities[name] = np.where(sent != 0, 0, velocity)  # selections never hold zeros
+        self.accumulations[name] = accumulation - sent  # what the encoding lost stays
+        return sent

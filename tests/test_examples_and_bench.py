@@ -108,6 +108,23 @@ def test_e2e_suite_on_shaped_hosts(tmp_path) -> None:
     assert all(r["compute_ms_median"] > 0 for r in records)
 
 
+def test_convergence_suite(tmp_path) -> None:
+    bench("convergence", "--models", "digits_cnn", "--ratios", "0.01", "0.1", "--steps", "31", "--warmup-steps", "5",
+          "--methods", "dense", "distq-warmup", "distq-momentum", "powersgd-2", out=tmp_path)
+    records = json.loads((tmp_path / "convergence.json").read_text())
+    assert [(r["ratio"], r["method"]) for r in records] == [
+        (0.01, "dense"), (0.01, "distq-warmup"), (0.01, "distq-momentum"), (0.01, "powersgd-2"),
+        (0.1, "dense"), (0.1, "powersgd-2"), (0.1, "distq-warmup"), (0.1, "distq-momentum")]
+    dense, warmup, momentum, powersgd = records[:4]
+    assert [p["step"] for p in dense["curve"]] == [0, 10, 20, 30, 31]
+    assert dense["curve"][0]["loss"] == warmup["curve"][0]["loss"]  # the same initial weights
+    assert dense["bytes_per_step"] == dense["dense_bytes_per_step"]
+    assert momentum["bytes_per_step"] < dense["bytes_per_step"] / 5
+    assert powersgd["bytes_per_step"] < dense["bytes_per_step"]
+    assert momentum["bytes_per_step"] < warmup["bytes_per_step"]  # the warm-up sends more while it lasts
+    assert (tmp_path / "convergence.png").stat().st_size > 0
+
+
 def test_tracing_suite(tmp_path) -> None:
     bench("tracing", "--methods", "fit-dense", "tape-distq", "--steps", "2", out=tmp_path)
     records = json.loads((tmp_path / "tracing.json").read_text())

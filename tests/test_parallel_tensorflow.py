@@ -12,9 +12,10 @@ pytestmark = pytest.mark.parametrize("controller", ["gloo", "mpi"])
 
 def test_tape_matches_dense_reference(controller: str) -> None:
     # Eagerly and in tf.function, each: 8 averages (sum, predivide, Horovod's own tape, 4 encodings
-    # among them), 1 empty selection, 2 error feedback, 1 embedding with a local source, 1 rank-0
-    # checkpoint resumed exactly, 1 misuse (one DistQ for two models).
-    pytest_on_every_rank("tests/parallel/tensorflow_tape_check.py", controller, passed=28, timeout=600)
+    # among them), 1 empty selection, 2 error feedback, 1 momentum correction against DGC in NumPy,
+    # 1 embedding with a local source, 1 rank-0 checkpoint resumed exactly, 1 misuse (one DistQ for
+    # two models).
+    pytest_on_every_rank("tests/parallel/tensorflow_tape_check.py", controller, passed=30, timeout=600)
 
 
 def test_ranks_disagreeing_on_the_sparse_path_fail_cleanly(controller: str) -> None:

@@ -60,7 +60,7 @@ class DistQ(DistQCompressor, tf.Module):
         tf.Module.__init__(self, name="distq")
         DistQCompressor.__init__(self, ratio, *args, **kwargs)
         self.names = GradientNames()
-        self.memory = ErrorFeedback()
+        self.memory = ErrorFeedback(self.config.momentum)
         self.controller = RatioController(self.config.ratio)
         self.schedule = WarmupCounter(self.config.warmup_factors)
         self.exchange = GradientExchange(process_set)
@@ -161,6 +161,8 @@ class DistQ(DistQCompressor, tf.Module):
             # What the ranks must agree on, including which gradients go sparse (exchange="auto"
             # decides with each rank's ratio).
             described.append(f"{name}:{spec.shape}:{spec.dtype.name}:{sparse}")
+            if self.config.momentum and spec.dtype.is_floating:  # dense gradients keep a velocity too
+                self.memory.prepare_velocity(name, spec.shape.num_elements(), spec.dtype)
             if not sparse:
                 continue
             if self.config.error_feedback:

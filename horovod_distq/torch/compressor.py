@@ -90,7 +90,7 @@ class DistQ(TorchCompressor):
     ) -> None:
         super().__init__(ratio, *args, **kwargs)
         self.names = ParameterNames()
-        self.memory = ErrorFeedback()
+        self.memory = ErrorFeedback(self.config.momentum)
         self.controller = RatioController(self.config.ratio)
         self.schedule = WarmupCounter(self.config.warmup_factors)
         self.exchange = StepExchange(process_set)

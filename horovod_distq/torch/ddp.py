@@ -79,7 +79,7 @@ class DistQState(TorchCompressor):
     Args:
         module: the model DDP wraps; error feedback and stats are keyed by its parameter names.
         ratio, distribution, error_feedback, min_numel, sample_size, value_encoding, stages,
-            closed_loop, exchange, warmup, **family_params: as for ``horovod_distq.torch.DistQ``.
+            closed_loop, exchange, warmup, momentum, **family_params: as for ``horovod_distq.torch.DistQ``.
         process_group: the group DDP reduces over; None for the default group.
 
     Raises:
@@ -111,7 +111,7 @@ class DistQState(TorchCompressor):
     ) -> None:
         super().__init__(ratio, *args, **kwargs)
         self.names = ModuleParameterNames(module)
-        self.memory = ErrorFeedback()
+        self.memory = ErrorFeedback(self.config.momentum)
         self.controller = RatioController(self.config.ratio)
         self.schedule = WarmupCounter(self.config.warmup_factors)
         self.exchange = ProcessGroupExchange(process_group)

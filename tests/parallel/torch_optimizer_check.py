@@ -13,11 +13,13 @@ import copy
 from collections.abc import Iterator
 
 import horovod.torch as hvd
+import numpy as np
 import pytest
 import torch
 
 from horovod_distq.torch import DistQ
 from tests.parallel.common import assert_identical_on_every_rank, same_run
+from tests.reference import MomentumCorrection
 from tests.torch_reference import selected_part
 
 RATIO = 0.05
@@ -189,6 +191,36 @@ def test_error_feedback_training(encoding: str) -> None:
         assert torch.equal(restored.memory.residual(name), residual)
         assert restored.controller.fit_ratio(name) == compression.controller.fit_ratio(name)
     assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+def test_momentum_correction_matches_deep_gradient_compression() -> None:
+    """DistQ(momentum=0.9) under SGD without momentum, 5 steps: every parameter's reduced gradient
+    against DGC's update re-done in NumPy for every rank from the ranks' raw gradients (sparse ones
+    selected by the reference rule, dense ones sending their velocity)."""
+    model = make_model()
+    shadow = copy.deepcopy(model)
+    compression = DistQ(ratio=RATIO, momentum=0.9, closed_loop=False)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(), compression=compression,
+    )
+    ranks = [MomentumCorrection(0.9) for _ in range(hvd.size())]
+    for step in range(5):
+        x, y = batch(step)
+        shadow.load_state_dict(model.state_dict())
+        raw = raw_gradients(shadow, x, y)
+        optimizer.zero_grad()
+        loss_of(model, x, y).backward()
+        optimizer.synchronize()
+        for name, param in model.named_parameters():
+            select = (lambda v: selected_part(torch.from_numpy(v), compression).numpy()) \
+                if compression.compresses(param) else None
+            sent = [dgc.step(name, g.numpy(), select) for dgc, g in zip(ranks, all_ranks(raw[name]))]
+            check_close(param.grad, torch.from_numpy(np.mean(sent, axis=0)), f"{name} step {step}")
+        with optimizer.skip_synchronize():
+            optimizer.step()
+    state = compression.state_dict()
+    assert set(state["error_feedback"]["velocities"]) == {name for name, _ in model.named_parameters()}
+    assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor) -> None:
     optimizer.zero_grad()
     model(inputs).sum().backward()

@@ -268,6 +268,20 @@ class TestDistQState:
             resumed.load_state_dict({**before.state_dict(), "warmup": {"steps": {"w": -3}}})
         assert resumed.state_dict()["warmup"] == {"steps": {"w": 5}}
 
+    def test_momentum_correction_resumes_exactly(self) -> None:
+        gradients = [tf.constant(reference.gradient_like(20_000, "float32", seed=seed)) for seed in range(5)]
+        uninterrupted = distq_tf.DistQ(ratio=0.01, momentum=0.9)
+        expected = [reduce(uninterrupted, g, name="w").numpy() for g in gradients]
+        before = distq_tf.DistQ(ratio=0.01, momentum=0.9)
+        for g in gradients[:2]:
+            reduce(before, g, name="w")
+        state = before.state_dict()
+        assert set(state["error_feedback"]["velocities"]) == {"w"}
+        resumed = distq_tf.DistQ(ratio=0.01, momentum=0.9)
+        resumed.load_state_dict(state)
+        for g, sent in zip(gradients[2:], expected[2:]):
+            np.testing.assert_array_equal(reduce(resumed, g, name="w").numpy(), sent)
+
     def test_unnamed_eager_gradients_keep_one_state_per_size(self) -> None:
         compression = distq_tf.DistQ(ratio=0.01, error_feedback=False)
         for _ in range(10):

@@ -253,34 +253,33 @@ class TestDistQState:
             np.testing.assert_array_equal(step(g).numpy(), expected, err_msg=f"ratio {ratio}")
         assert compression.state_dict()["warmup"] == {"steps": {"w": 6}}
 
-    def test_a_resumed_warmup_goes_on_with_its_schedule(self) -> None:
+    @staticmethod
+    def resumed_exactly(settings: dict, stop: int) -> tuple[distq_tf.DistQ, dict]:
+        """Checks that a DistQ(**settings) loading the state of one trained on the first ``stop`` of
+        5 gradients sends on the rest exactly what one trained on all 5 without a break sends;
+        returns the resumed DistQ and the state it loaded."""
         gradients = [tf.constant(reference.gradient_like(20_000, "float32", seed=seed)) for seed in range(5)]
-        uninterrupted = distq_tf.DistQ(ratio=0.01, warmup=4)
+        uninterrupted = distq_tf.DistQ(**settings)
         expected = [reduce(uninterrupted, g, name="w").numpy() for g in gradients]
-        before = distq_tf.DistQ(ratio=0.01, warmup=4)
-        for g in gradients[:2]:
+        before = distq_tf.DistQ(**settings)
+        for g in gradients[:stop]:
             reduce(before, g, name="w")
-        resumed = distq_tf.DistQ(ratio=0.01, warmup=4)
-        resumed.load_state_dict(before.state_dict())
-        for g, sent in zip(gradients[2:], expected[2:]):
+        state = before.state_dict()
+        resumed = distq_tf.DistQ(**settings)
+        resumed.load_state_dict(state)
+        for g, sent in zip(gradients[stop:], expected[stop:]):
             np.testing.assert_array_equal(reduce(resumed, g, name="w").numpy(), sent)
+        return resumed, state
+
+    def test_a_resumed_warmup_goes_on_with_its_schedule(self) -> None:
+        resumed, state = self.resumed_exactly({"ratio": 0.01, "warmup": 4}, stop=2)
         with pytest.raises(ValueError, match="warm-up"):
-            resumed.load_state_dict({**before.state_dict(), "warmup": {"steps": {"w": -3}}})
+            resumed.load_state_dict({**state, "warmup": {"steps": {"w": -3}}})
         assert resumed.state_dict()["warmup"] == {"steps": {"w": 5}}
 
     def test_momentum_correction_resumes_exactly(self) -> None:
-        gradients = [tf.constant(reference.gradient_like(20_000, "float32", seed=seed)) for seed in range(5)]
-        uninterrupted = distq_tf.DistQ(ratio=0.01, momentum=0.9)
-        expected = [reduce(uninterrupted, g, name="w").numpy() for g in gradients]
-        before = distq_tf.DistQ(ratio=0.01, momentum=0.9)
-        for g in gradients[:2]:
-            reduce(before, g, name="w")
-        state = before.state_dict()
+        _, state = self.resumed_exactly({"ratio": 0.01, "momentum": 0.9}, stop=2)
         assert set(state["error_feedback"]["velocities"]) == {"w"}
-        resumed = distq_tf.DistQ(ratio=0.01, momentum=0.9)
-        resumed.load_state_dict(state)
-        for g, sent in zip(gradients[2:], expected[2:]):
-            np.testing.assert_array_equal(reduce(resumed, g, name="w").numpy(), sent)
 
     def test_unnamed_eager_gradients_keep_one_state_per_size(self) -> None:
         compression = distq_tf.DistQ(ratio=0.01, error_feedback=False)

@@ -46,10 +46,6 @@ INTERFACE = "eth0"
 SUBNET = "10.213.0"  # host i is SUBNET.(10 + i)/24, inside this cluster's namespaces only
 MTU = 9000
 RATE_PREFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-CONTROLLERS = {
-    "gloo": ["--gloo"],
-    "mpi": ["--mpi", "--mpi-args=--allow-run-as-root"],
-}
 
 
 class ClusterUnavailable(RuntimeError):
@@ -182,11 +178,6 @@ class Cluster:
                 if pid not in listeners:
                     _kill(pid)
 
-    def transmitted_bytes(self) -> dict[str, int]:
-        """Bytes each host's eth0 sent so far, as the kernel counts them."""
-        return {host.name: int(_ip_netns_exec(host.namespace, "cat", f"/sys/class/net/{INTERFACE}/statistics/tx_bytes"))
-                for host in self.hosts}
-
     def close(self) -> None:
         """Kills every process on the hosts and removes everything the cluster made."""
         for process in self._sshd:
@@ -318,11 +309,6 @@ def _kill(pid: int) -> None:
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-def _ip_netns_exec(namespace: str, *command: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", namespace, *command], check=True, capture_output=True,
-                          text=True).stdout
 
 
 def main(argv: list[str] | None = None) -> int:

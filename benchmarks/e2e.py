@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from examples.common import progress
@@ -72,7 +73,8 @@ def run_model(cluster: Cluster, engine: str, model: str, methods: list[str], ste
     return records
 
 
-def _launch(cluster: Cluster, commands, arguments: list, timeout: float) -> list[dict]:
+def _launch(cluster: Cluster, commands: Callable[[list[str]], list[list[str]]], arguments: list,
+            timeout: float) -> list[dict]:
     """Starts ``commands(worker_arguments)`` (one command line per launcher) and waits for all of
     them; returns the records rank 0 wrote. Kills every process of the cluster on failure or timeout."""
     model, steps, ratio, *methods = arguments

@@ -37,4 +37,11 @@ void parallel_chunks(int64_t n, int64_t chunks, const Fn& fn) {
   for (int64_t i = 0; i < chunks; ++i) fn(i, chunk_begin(n, chunks, i), chunk_begin(n, chunks, i + 1));
 }
 
+// Runs fn(i) for every i in [0, count), in parallel when `parallel` holds (work worth a team).
+template <typename Fn>
+void parallel_for(int64_t count, bool parallel, const Fn& fn) {
+#pragma omp parallel for schedule(static) if (parallel && count > 1)
+  for (int64_t i = 0; i < count; ++i) fn(i);
+}
+
 }  // namespace distq

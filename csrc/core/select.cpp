@@ -20,10 +20,49 @@ DISTQ_ALWAYS_INLINE bool keep(C v, C center, C threshold) {
   return v != C(0) && !(std::fabs(v - center) < threshold);
 }
 
+// Appends a chunk's kept entries through raw pointers: room for a whole group is made at once, so
+// each entry costs two stores and no capacity check.
+template <typename T>
+class Appender {
+ public:
+  explicit Appender(Selection::Chunk& kept) : kept_(kept) {}
+
+  // Appends the entries of x[base..base+64) whose bits are set.
+  DISTQ_ALWAYS_INLINE void add(const T* x, int64_t base, uint64_t bits) {
+    if (kept_.indices.size() < used_ + kGroup) grow();
+    int64_t* index = kept_.indices.data() + used_;
+    unsigned char* value = kept_.values.data() + used_ * sizeof(T);
+    used_ += static_cast<size_t>(__builtin_popcountll(bits));
+    for (; bits != 0; bits &= bits - 1) {
+      const int64_t i = base + __builtin_ctzll(bits);
+      *index++ = i;
+      std::memcpy(value, x + i, sizeof(T));
+      value += sizeof(T);
+    }
+  }
+
+  // Trims the buffers to what was appended.
+  void finish() {
+    kept_.indices.resize(used_);
+    kept_.values.resize(used_ * sizeof(T));
+  }
+
+ private:
+  void grow() {
+    const size_t size = std::max({2 * kept_.indices.size(), kept_.indices.capacity(), used_ + kGroup});
+    kept_.indices.resize(size);
+    kept_.values.resize(size * sizeof(T));
+  }
+
+  Selection::Chunk& kept_;
+  size_t used_ = 0;
+};
+
 template <int kBytes, typename T>
 DISTQ_ALWAYS_INLINE void select_body(const T* x, int64_t begin, int64_t end, double center, double threshold,
-                                     std::vector<int64_t>& found) {
+                                     Selection::Chunk& kept) {
   using C = typename Compute<T>::type;
+  Appender<T> appender(kept);
   using V = typename Vec<C, kBytes>::type;
   using Mask = typename Vec<C, kBytes>::mask;
   constexpr int64_t kLanes = Vec<C, kBytes>::kLanes;
@@ -45,113 +84,156 @@ DISTQ_ALWAYS_INLINE void select_body(const T* x, int64_t begin, int64_t end, dou
       const V v = load_vec<kBytes>(x + i + j);
       bits |= static_cast<uint64_t>(lane_bits((v != 0) & ~(abs_vec(v - cv) < tv))) << j;
     }
-    for (; bits != 0; bits &= bits - 1) found.push_back(i + __builtin_ctzll(bits));
+    appender.add(x, i, bits);
   }
-  for (; i < end; ++i) {
-    if (keep(load(x + i), c, t)) found.push_back(i);
-  }
+  uint64_t bits = 0;
+  for (int64_t j = 0; i + j < end; ++j) bits |= static_cast<uint64_t>(keep(load(x + i + j), c, t)) << j;
+  appender.add(x, i, bits);
+  appender.finish();
 }
 
 template <typename T>
 void select_portable(const T* x, int64_t begin, int64_t end, double center, double threshold,
-                     std::vector<int64_t>& found) {
-  select_body<kPortableBytes>(x, begin, end, center, threshold, found);
+                     Selection::Chunk& kept) {
+  select_body<kPortableBytes>(x, begin, end, center, threshold, kept);
 }
 
 template <typename T>
 DISTQ_TARGET_X86_64_V3 void select_x86_64_v3(const T* x, int64_t begin, int64_t end, double center,
-                                              double threshold, std::vector<int64_t>& found) {
-  select_body<kX86_64_V3Bytes>(x, begin, end, center, threshold, found);
+                                              double threshold, Selection::Chunk& kept) {
+  select_body<kX86_64_V3Bytes>(x, begin, end, center, threshold, kept);
+}
+
+// The stored element k of a chunk, widened to the compute type.
+template <typename T>
+DISTQ_ALWAYS_INLINE auto stored(const Selection::Chunk& kept, size_t k) {
+  T element;
+  std::memcpy(&element, kept.values.data() + k * sizeof(T), sizeof(T));
+  return load(&element);
+}
+
+// The chunks' excesses, concatenated in chunk order (the order a sequential pass yields, so the
+// later fits sum them alike however many threads found them).
+Excesses concatenate(const std::vector<Excesses>& parts) {
+  std::vector<int64_t> offsets(parts.size() + 1, 0);
+  for (size_t i = 0; i < parts.size(); ++i) offsets[i + 1] = offsets[i] + static_cast<int64_t>(parts[i].size());
+  Excesses result(static_cast<size_t>(offsets.back()));
+  parallel_for(static_cast<int64_t>(parts.size()), offsets.back() >= kParallelGrain, [&](int64_t i) {
+    std::copy(parts[i].begin(), parts[i].end(), result.begin() + offsets[i]);
+  });
+  return result;
 }
 
 }  // namespace
 
-Selection::Selection(const void* x, int64_t n, DType dtype, double center, double threshold)
-    : x_(x), dtype_(dtype) {
+Selection::Selection(const void* x, int64_t n, DType dtype, double center, double threshold, double expected_share)
+    : dtype_(dtype) {
   if (n <= 0) return;
   const int64_t chunks = chunk_count(n);
-  chunk_indices_.resize(chunks);
+  chunks_.resize(chunks);
   dispatch_dtype(dtype, [&](auto tag) {
-    const auto* data = static_cast<const decltype(tag)*>(x);
+    using T = decltype(tag);
+    const auto* data = static_cast<const T*>(x);
     const bool v3 = cpu_has_x86_64_v3();
     parallel_chunks(n, chunks, [&](int64_t i, int64_t begin, int64_t end) {
+      // A quarter more than expected, so a usual overshoot does not copy the buffers as they grow.
+      const auto expected = static_cast<size_t>(1.25 * expected_share * static_cast<double>(end - begin)) + kGroup;
+      chunks_[i].indices.reserve(expected);
+      chunks_[i].values.reserve(expected * sizeof(T));
       if (v3) {
-        select_x86_64_v3(data, begin, end, center, threshold, chunk_indices_[i]);
+        select_x86_64_v3(data, begin, end, center, threshold, chunks_[i]);
       } else {
-        select_portable(data, begin, end, center, threshold, chunk_indices_[i]);
+        select_portable(data, begin, end, center, threshold, chunks_[i]);
       }
     });
   });
-  for (const auto& found : chunk_indices_) size_ += static_cast<int64_t>(found.size());
+  for (const Chunk& kept : chunks_) size_ += static_cast<int64_t>(kept.indices.size());
+}
+
+template <typename Fn>
+void Selection::for_each_chunk(const Fn& fn) const {
+  std::vector<int64_t> offsets(chunks_.size(), 0);
+  for (size_t i = 1; i < chunks_.size(); ++i) {
+    offsets[i] = offsets[i - 1] + static_cast<int64_t>(chunks_[i - 1].indices.size());
+  }
+  parallel_for(static_cast<int64_t>(chunks_.size()), size_ >= kParallelGrain,
+               [&](int64_t i) { fn(chunks_[i], offsets[i]); });
 }
 
 template <typename Index>
 void Selection::write_indices_as(Index* indices) const {
-  for (const auto& found : chunk_indices_) {
-    for (const int64_t i : found) *indices++ = static_cast<Index>(i);
-  }
+  for_each_chunk([&](const Chunk& kept, int64_t offset) {
+    std::transform(kept.indices.begin(), kept.indices.end(), indices + offset,
+                   [](int64_t i) { return static_cast<Index>(i); });
+  });
 }
-
-namespace {
-
-// |value - center| - threshold, for the finite entries only: what a later stage fits.
-inline void append_excess(std::vector<double>& excess, double value, double center, double threshold) {
-  const double over = std::fabs(value - center) - threshold;
-  if (std::isfinite(over)) excess.push_back(over);
-}
-
-}  // namespace
 
 void Selection::write_indices(int32_t* indices) const { write_indices_as(indices); }
 void Selection::write_indices(int64_t* indices) const { write_indices_as(indices); }
 
 void Selection::write_values(void* values) const {
-  const size_t bytes = element_size(dtype_);
-  const auto* source = static_cast<const unsigned char*>(x_);
   auto* target = static_cast<unsigned char*>(values);
-  for (const auto& found : chunk_indices_) {
-    for (const int64_t i : found) {
-      std::memcpy(target, source + i * bytes, bytes);
-      target += bytes;
-    }
-  }
-}
-
-std::vector<double> Selection::excesses(double center, double threshold) const {
-  std::vector<double> result;
-  result.reserve(size_);
-  dispatch_dtype(dtype_, [&](auto tag) {
-    const auto* data = static_cast<const decltype(tag)*>(x_);
-    for (const auto& found : chunk_indices_) {
-      for (const int64_t i : found) append_excess(result, static_cast<double>(load(data + i)), center, threshold);
-    }
+  const size_t bytes = element_size(dtype_);
+  for_each_chunk([&](const Chunk& kept, int64_t offset) {
+    std::copy(kept.values.begin(), kept.values.end(), target + offset * bytes);
   });
-  return result;
 }
 
-std::vector<double> Selection::retain(double center, double threshold) {
-  std::vector<double> excess;
-  excess.reserve(size_);
-  size_ = 0;
+Selection::Tail Selection::tail(double center, double threshold) const {
+  std::vector<Excesses> parts(chunks_.size());
+  std::vector<int64_t> kept_per_chunk(chunks_.size(), 0);
   dispatch_dtype(dtype_, [&](auto tag) {
     using T = decltype(tag);
     using C = typename Compute<T>::type;
-    const auto* data = static_cast<const T*>(x_);
     const C c = static_cast<C>(center);
     const C t = static_cast<C>(threshold);
-    for (auto& found : chunk_indices_) {
-      found.erase(std::remove_if(found.begin(), found.end(),
-                                 [&](int64_t i) {
-                                   const auto value = load(data + i);
-                                   if (!keep(value, c, t)) return true;
-                                   append_excess(excess, static_cast<double>(value), center, threshold);
-                                   return false;
-                                 }),
-                  found.end());
-      size_ += static_cast<int64_t>(found.size());
-    }
+    parallel_for(static_cast<int64_t>(chunks_.size()), size_ >= kParallelGrain, [&](int64_t i) {
+      const Chunk& kept = chunks_[i];
+      Excesses& excess = parts[i];
+      excess.resize(kept.indices.size());
+      // No branch per entry: each excess is written at the next free slot, which advances only for
+      // the kept finite ones (a stage keeps about a third: a branch would mispredict often).
+      size_t stays = 0;
+      size_t found = 0;
+      for (size_t k = 0; k < kept.indices.size(); ++k) {
+        const auto value = stored<T>(kept, k);
+        const bool keeps = keep(value, c, t);
+        const double over = std::fabs(static_cast<double>(value) - center) - threshold;
+        excess[found] = over;
+        found += keeps & std::isfinite(over);
+        stays += keeps;
+      }
+      excess.resize(found);
+      kept_per_chunk[i] = static_cast<int64_t>(stays);
+    });
   });
-  return excess;
+  Tail result;
+  for (const int64_t kept : kept_per_chunk) result.kept += kept;
+  result.excesses = concatenate(parts);
+  return result;
+}
+
+void Selection::retain(double center, double threshold) {
+  dispatch_dtype(dtype_, [&](auto tag) {
+    using T = decltype(tag);
+    using C = typename Compute<T>::type;
+    const C c = static_cast<C>(center);
+    const C t = static_cast<C>(threshold);
+    parallel_for(static_cast<int64_t>(chunks_.size()), size_ >= kParallelGrain, [&](int64_t i) {
+      Chunk& kept = chunks_[i];
+      size_t left = 0;
+      for (size_t k = 0; k < kept.indices.size(); ++k) {
+        const auto value = stored<T>(kept, k);
+        kept.indices[left] = kept.indices[k];
+        std::memmove(kept.values.data() + left * sizeof(T), kept.values.data() + k * sizeof(T), sizeof(T));
+        left += keep(value, c, t);
+      }
+      kept.indices.resize(left);
+      kept.values.resize(left * sizeof(T));
+    });
+  });
+  size_ = 0;
+  for (const Chunk& kept : chunks_) size_ += static_cast<int64_t>(kept.indices.size());
 }
 
 }  // namespace distq

@@ -1,12 +1,37 @@
-// One pass that picks the entries beyond the threshold and remembers where they are.
+// One pass that picks the entries beyond the threshold and keeps them: their indices and elements.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "dtype.h"
 
 namespace distq {
+
+// Leaves the elements a resize adds uninitialised: for buffers written right after they grow.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+template <typename T>
+using Buffer = std::vector<T, UninitializedAllocator<T>>;
+
+// Excesses over a threshold: the data of a later peaks-over-threshold stage.
+using Excesses = Buffer<double>;
 
 // The entries x[i] with x[i] != 0 and !(|x[i] - center| < threshold), in index order.
 // The comparison runs in the compute type (float, or double for float64 tensors), with center and
@@ -14,7 +39,8 @@ namespace distq {
 // averaging would carry them; zeros are never kept, since they add nothing to the sum.
 class Selection {
  public:
-  Selection(const void* x, int64_t n, DType dtype, double center, double threshold);
+  // expected_share: the share of the entries the caller expects kept, to size the buffers once.
+  Selection(const void* x, int64_t n, DType dtype, double center, double threshold, double expected_share = 0);
 
   int64_t size() const { return size_; }
 
@@ -24,22 +50,35 @@ class Selection {
   void write_indices(int64_t* indices) const;
   void write_values(void* values) const;
 
-  // |x[i] - center| - threshold over the finite selected entries: the excesses a later
-  // peaks-over-threshold stage fits.
-  std::vector<double> excesses(double center, double threshold) const;
+  // What a later peaks-over-threshold stage fits: the entries still selected at `threshold` (at
+  // least the selection's; compared in the compute type, as retain() does), how many they are
+  // (NaN and Inf included), and |x[i] - center| - threshold over the finite ones.
+  struct Tail {
+    int64_t kept = 0;
+    Excesses excesses;
+  };
+  Tail tail(double center, double threshold) const;
   // Drops the selected entries with |x[i] - center| < threshold (compared in the compute type);
   // with a higher threshold than the selection's, the result is the selection at that threshold.
-  // Returns the excesses of the kept entries over it, found in the same read: the next stage's data.
-  std::vector<double> retain(double center, double threshold);
+  void retain(double center, double threshold);
+
+  // What one chunk of the tensor kept, in index order: flattened indices and the elements' bytes
+  // (element_size(dtype) each). The elements are copied while the pass has them in cache, so the
+  // later stages and the output never read the tensor again.
+  struct Chunk {
+    Buffer<int64_t> indices;
+    Buffer<unsigned char> values;
+  };
 
  private:
   template <typename Index>
   void write_indices_as(Index* indices) const;
+  // Runs fn(chunk, offset) over the chunks, offset being the number kept by the chunks before it.
+  template <typename Fn>
+  void for_each_chunk(const Fn& fn) const;
 
-  const void* x_;
   DType dtype_;
-  // Indices found by each chunk, in chunk order: one read of x, no full-size mask.
-  std::vector<std::vector<int64_t>> chunk_indices_;
+  std::vector<Chunk> chunks_;  // one per chunk of the tensor, in order: one read, no full-size mask
   int64_t size_ = 0;
 };
 

@@ -41,8 +41,9 @@ constexpr double kFirstStageOverTarget = 8.0;
 // expects); each later stage fits the family, folded at 0, to the excesses
 // of the entries still selected over the current threshold, at the ratio that takes the count
 // still selected to the target in the stages left (so a stage that kept too many is corrected by
-// the next), and raises the threshold by that quantile. One pass over the tensor for the fit and
-// one for the selection; each later stage reads the entries still selected once.
+// the next), and raises the threshold by that quantile. The tensor is read twice: once for the
+// fit and once for the selection, which keeps the elements it picks, so the later stages read only
+// those (at most 8x the target).
 Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params) {
   validate(params);
   FitSettings stage = params;
@@ -51,28 +52,31 @@ Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const 
   Fit fitted = fit(x, n, dtype, body_family(family), stage);
   fitted.center = to_compute_type(fitted.center, dtype);
   fitted.threshold = to_compute_type(fitted.threshold, dtype);
-  Selection selection(x, n, dtype, fitted.center, fitted.threshold);
+  Selection selection(x, n, dtype, fitted.center, fitted.threshold, stage.ratio);
   const double target = params.ratio * static_cast<double>(n);
   const double widest = std::pow(params.ratio, 1.0 / static_cast<double>(params.stages));
   if (params.stages > 1 && selection.size() < target && stage.ratio < widest) {
     fitted.threshold = to_compute_type(threshold_at(fitted, body_family(family), widest), dtype);
-    selection = Selection(x, n, dtype, fitted.center, fitted.threshold);
+    selection = Selection(x, n, dtype, fitted.center, fitted.threshold, widest);
   }
   stage.center_at_zero = true;
-  // Each later stage reads the entries still selected once: retain() filters them at the new
-  // threshold and hands back their excesses for the stage after.
-  std::vector<double> excess;
-  if (params.stages > 1 && selection.size() > target) excess = selection.excesses(fitted.center, fitted.threshold);
-  for (int64_t left = params.stages - 1; left > 0 && selection.size() > target; --left) {
-    stage.ratio = std::pow(target / static_cast<double>(selection.size()), 1.0 / static_cast<double>(left));
-    const Fit tail =
-        fit(excess.data(), static_cast<int64_t>(excess.size()), DType::kFloat64, tail_family(family), stage);
-    if (!(tail.threshold > 0)) break;  // a degenerate tail: keep what the last stage selected
-    fitted.threshold = to_compute_type(fitted.threshold + tail.threshold, dtype);
-    fitted.scale = tail.scale;
-    fitted.shape = tail.shape;
-    excess = selection.retain(fitted.center, fitted.threshold);
+  // The later stages read only what stage 1 kept (indices and elements, already out of the tensor):
+  // each fits the excesses of the entries still kept and raises the threshold; one compaction at
+  // the end drops the entries below the final threshold.
+  const double first_threshold = fitted.threshold;
+  Selection::Tail tail;
+  if (params.stages > 1 && selection.size() > target) tail = selection.tail(fitted.center, fitted.threshold);
+  for (int64_t left = params.stages - 1; left > 0 && static_cast<double>(tail.kept) > target; --left) {
+    stage.ratio = std::pow(target / static_cast<double>(tail.kept), 1.0 / static_cast<double>(left));
+    const Fit fitted_tail = fit(tail.excesses.data(), static_cast<int64_t>(tail.excesses.size()), DType::kFloat64,
+                                tail_family(family), stage);
+    if (!(fitted_tail.threshold > 0)) break;  // a degenerate tail: keep what the last stage selected
+    fitted.threshold = to_compute_type(fitted.threshold + fitted_tail.threshold, dtype);
+    fitted.scale = fitted_tail.scale;
+    fitted.shape = fitted_tail.shape;
+    if (left > 1) tail = selection.tail(fitted.center, fitted.threshold);
   }
+  if (fitted.threshold != first_threshold) selection.retain(fitted.center, fitted.threshold);
   return Sparsified{fitted, std::move(selection)};
 }
 

@@ -216,7 +216,8 @@ class DistQCompressor(ABC):
     Args:
         ratio: target fraction of entries sent per compressed gradient, in (0, 1] (a Python or
             NumPy number).
-        distribution: family of ``horovod_distq.FAMILIES`` the threshold comes from.
+        distribution: family of ``horovod_distq.FAMILIES`` the threshold comes from; "auto" (default):
+            a Student-t body and generalized-Pareto tail stages, the closest hit of ``ratio``.
         error_feedback: add what was not sent to the next step's gradient (claim 9).
         min_numel: gradients with fewer entries go dense.
         sample_size: strided sample size for medians and quartiles.
@@ -260,7 +261,7 @@ class DistQCompressor(ABC):
     above), and supply the tensor operations (the abstract methods).
 
     Example:
-        >>> compression = horovod_distq.torch.DistQ(ratio=0.01, distribution="normal")
+        >>> compression = horovod_distq.torch.DistQ(ratio=0.01)
         >>> opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
         ...                                compression=compression)
         >>> ...  # train; then
@@ -273,7 +274,7 @@ class DistQCompressor(ABC):
     def __init__(
         self,
         ratio: float,
-        distribution: str = "normal",
+        distribution: str = "auto",
         error_feedback: bool = True,
         min_numel: int = 1024,
         sample_size: int = DEFAULT_SAMPLE_SIZE,
@@ -427,8 +428,10 @@ class DistQCompressor(ABC):
             return False
         if self.config.exchange != "auto":
             return self.config.exchange == "sparse"
-        return sparse_is_cheaper(numel, self.config.ratio, self.exchange.process_set.size(),
-                                 self.config.value_encoding, self._dtype_name(tensor))
+        ranks = self._planned_ranks()
+        if ranks is None:
+            return True  # a choice made for one world size would not hold for the next: sparse
+        return sparse_is_cheaper(numel, self.config.ratio, ranks, self.config.value_encoding, self._dtype_name(tensor))
 
     def compress(self, tensor: Any, name: str | None = None) -> tuple[Any, SparseContext | None]:
         """Selects and encodes a gradient's pairs for the exchange; returns what Horovod allreduces.
@@ -508,7 +511,16 @@ class DistQCompressor(ABC):
         indices, values = self.exchange.collect(ctx)
         # The placeholder came back as size (op=Sum) or 1 (op=Average, any predivide factor); the
         # scale is applied to the gathered values, not to the dense sum (k entries, not n).
-        return self._scatter_scaled(ctx, indices, values, tensor, self.exchange.process_set.size())
+        return self._scatter_scaled(ctx, indices, values, tensor, self._ranks())
+
+    def _ranks(self) -> Any:
+        """The number of ranks a step's pairs come from, as the reduction computes with it."""
+        return self.exchange.process_set.size()
+
+    def _planned_ranks(self) -> int | None:
+        """The number of ranks ``exchange="auto"`` plans for; None where the step being built
+        runs at changing world sizes (TensorFlow's traced steps under Horovod's elastic mode)."""
+        return self.exchange.process_set.size()
 
     def _check_single_loop(self) -> None:
         """One DistQ serves one training loop: its exchange pairs each step's compress() and

@@ -41,7 +41,7 @@ class DistQConfig:
     """
 
     ratio: float
-    distribution: str = "normal"
+    distribution: str = "auto"
     error_feedback: bool = True
     min_numel: int = 1024
     sample_size: int = DEFAULT_SAMPLE_SIZE

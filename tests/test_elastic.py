@@ -12,23 +12,31 @@ import pytest
 from tests.elastic.common import ONE_HOST, STEPS_PER_PHASE
 from tests.launch import HOROVODRUN, run_until
 
-MODULES = {"torch": "tests.elastic.torch_train"}
+MODULES = {"torch": "tests.elastic.torch_train", "tensorflow": "tests.elastic.tensorflow_train"}
+
+
+EXAMPLES = {"torch": "examples/pytorch_digits_elastic.py", "tensorflow": "examples/tensorflow2_digits_elastic.py"}
+
+
+def elastic_horovodrun(tmp_path: Path, hosts: Path) -> list[str]:
+    """``horovodrun`` in elastic mode on 1 to 2 workers, its discovery script printing ``hosts``."""
+    hosts.write_text(ONE_HOST)
+    discovery = tmp_path / "discover.sh"
+    discovery.write_text(f"#!/bin/sh\ncat {hosts}\n")
+    discovery.chmod(0o755)
+    return [
+        str(HOROVODRUN), "-np", "1", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discovery),
+        # One machine: Horovod finds no interface common to "two hosts" by itself.
+        "--gloo", "--network-interface", "lo", sys.executable,
+    ]
 
 
 @pytest.mark.parametrize("framework", list(MODULES))
 def test_grow_and_shrink_mid_training(framework: str, tmp_path: Path) -> None:
     hosts = tmp_path / "hosts"
-    hosts.write_text(ONE_HOST)
-    discovery = tmp_path / "discover.sh"
-    discovery.write_text(f"#!/bin/sh\ncat {hosts}\n")
-    discovery.chmod(0o755)
     out = tmp_path / "log.json"
-    command = [
-        str(HOROVODRUN), "-np", "1", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discovery),
-        # One machine: Horovod finds no interface common to "two hosts" by itself.
-        "--gloo", "--network-interface", "lo",
-        sys.executable, "-m", MODULES[framework], "--hosts-file", str(hosts), "--out", str(out),
-    ]
+    command = [*elastic_horovodrun(tmp_path, hosts), "-m", MODULES[framework], "--hosts-file", str(hosts),
+               "--out", str(out)]
     command, stdout, stderr, problem = run_until(command, timeout=120)
     assert problem is None and out.exists(), f"{' '.join(command)} {problem}:\n{(stdout + stderr)[-6000:]}"
     run = json.loads(out.read_text())
@@ -45,3 +53,12 @@ def test_grow_and_shrink_mid_training(framework: str, tmp_path: Path) -> None:
     for asked, size in zip(run["asked"], (2, 1)):
         first = next(entry["time"] for entry in log if entry["time"] > asked and entry["size"] == size)
         print(f"{framework}: reset to {size} worker(s) after {first - asked:.1f} s")
+
+
+@pytest.mark.parametrize("framework", list(EXAMPLES))
+def test_elastic_example_runs(framework: str, tmp_path: Path) -> None:
+    # The README's elastic examples, on one worker for two epochs (the resets are the test above's).
+    command = [*elastic_horovodrun(tmp_path, tmp_path / "hosts"), EXAMPLES[framework], "--epochs", "2"]
+    command, stdout, stderr, problem = run_until(command, timeout=120)
+    assert problem is None, f"{' '.join(command)} {problem}:\n{(stdout + stderr)[-6000:]}"
+    assert "epoch 1: 1 worker(s)" in stdout, stdout[-3000:]

@@ -13,6 +13,7 @@ Example:
 from horovod_distq.selection import SparseSelection
 from horovod_distq.tensorflow.compressor import DistQ
 from horovod_distq.tensorflow.control import RatioController
+from horovod_distq.tensorflow.elastic import VariablesState
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback
 from horovod_distq.tensorflow.naming import backing_variable
 from horovod_distq.tensorflow.ops import sparsify
@@ -26,6 +27,7 @@ __all__ = [
     "ErrorFeedback",
     "RatioController",
     "SparseSelection",
+    "VariablesState",
     "backing_variable",
     "sparsify",
 ]

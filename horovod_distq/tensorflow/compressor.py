@@ -13,6 +13,7 @@ import horovod.tensorflow as hvd
 import tensorflow as tf
 
 from horovod_distq.compressor import DistQCompressor, SparseContext
+from horovod_distq.tensorflow import world
 from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.encoding import encode
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback, residual_dtype
@@ -92,7 +93,9 @@ class DistQ(DistQCompressor, tf.Module):
             RuntimeError: not every rank joined within the time limit.
         """
         process_set = self.exchange.process_set
-        if hvd.is_initialized() and process_set.included() and process_set.size() > 1:
+        # Under Horovod's elastic mode a joining worker checks alone, so no separate collective
+        # there: the exchange headers' checksum still stops ranks whose gradients travel differently.
+        if hvd.is_initialized() and process_set.included() and process_set.size() > 1 and not world.elastic_mode():
             timeout = float(os.environ.get(AGREEMENT_TIMEOUT_VARIABLE, AGREEMENT_TIMEOUT_SECONDS))
             keys = _allgather_within([self.config.agreement_key(), variables_key], process_set, timeout)
             if keys is None:
@@ -205,11 +208,17 @@ class DistQ(DistQCompressor, tf.Module):
             for tag, value in scalars.items():
                 tf.summary.scalar(tag, value, step=step)
 
+    def _ranks(self) -> int | tf.Tensor:
+        return world.ranks(self.exchange.process_set)
+
+    def _planned_ranks(self) -> int | None:
+        return None if world.size_changes_between_runs() else super()._planned_ranks()
+
     def _scatter_scaled(
-        self, ctx: SparseContext, indices: tf.Tensor, values: tf.Tensor, placeholder: tf.Tensor, size: int
+        self, ctx: SparseContext, indices: tf.Tensor, values: tf.Tensor, placeholder: tf.Tensor, size: int | tf.Tensor
     ) -> tf.Tensor:
         dtype = residual_dtype(ctx.dtype)
-        scaled = tf.cast(values, dtype) * tf.cast(placeholder / size, dtype)  # [k] * [1]
+        scaled = tf.cast(values, dtype) * tf.cast(placeholder / tf.cast(size, placeholder.dtype), dtype)  # [k] * [1]
         dense = tf.scatter_nd(tf.expand_dims(indices, 1), scaled, [ctx.queued.layout.numel])
         return tf.cast(tf.reshape(dense, ctx.shape), ctx.dtype)
 

@@ -26,6 +26,7 @@ import tensorflow as tf
 from horovod_distq import wire
 from horovod_distq.compressor import EncodedPairs, QueuedTensor, SparseContext
 from horovod_distq.encodings import value_encoding
+from horovod_distq.tensorflow import world
 from horovod_distq.tensorflow.encoding import as_bytes, decode_segments, from_bytes
 
 
@@ -131,7 +132,7 @@ def exchange(
     round_layout = wire.RoundLayout(tuple(q.layout for q in queued))
     header, payload = pack_round(round_layout, [q.pairs for q in queued], op_name)
     gathered_header, gathered_payload = hvd.grouped_allgather([header, payload], process_set=process_set)
-    return parse_round(round_layout, process_set.size(), gathered_header, gathered_payload)
+    return parse_round(round_layout, world.ranks(process_set), gathered_header, gathered_payload)
 
 
 def pack_round(
@@ -163,10 +164,11 @@ def pack_round(
 
 @tf.autograph.experimental.do_not_convert  # Python loops over the round's few tensor kinds, whatever calls it
 def parse_round(
-    round_layout: wire.RoundLayout, ranks: int, gathered_header: tf.Tensor, gathered_payload: tf.Tensor
+    round_layout: wire.RoundLayout, ranks: int | tf.Tensor, gathered_header: tf.Tensor, gathered_payload: tf.Tensor
 ) -> list[tuple[tf.Tensor, tf.Tensor]]:
     """Every rank's pairs of each tensor of a round, from the gathered headers and payloads: the
-    arguments and result of ``horovod_distq.torch.exchange.parse_round``, as TensorFlow tensors.
+    arguments and result of ``horovod_distq.torch.exchange.parse_round``, as TensorFlow tensors
+    (``ranks`` may be an int64 scalar read when the step runs: :mod:`horovod_distq.tensorflow.world`).
 
     Vectorised over ranks and tensors, so that a traced step's graph does not grow with the ranks
     (nor its operations with the tensors):
@@ -224,12 +226,12 @@ def parse_round(
     return pairs
 
 
-def _header_table(round_layout: wire.RoundLayout, ranks: int, gathered_header: tf.Tensor) -> tf.Tensor:
+def _header_table(round_layout: wire.RoundLayout, ranks: int | tf.Tensor, gathered_header: tf.Tensor) -> tf.Tensor:
     # Exactly ``ranks`` headers' worth of bytes, cut or zero-padded, so that every field can be read
     # before the checks tell whether it arrived: int64 [ranks, header items].
     wanted = ranks * round_layout.header_bytes
     arrived = gathered_header[:wanted]
-    fitted = tf.pad(arrived, [[0, wanted - tf.size(arrived)]])
+    fitted = tf.pad(arrived, [[0, wanted - tf.size(arrived, out_type=tf.int64)]])
     return tf.reshape(from_bytes(fitted, tf.int64), [ranks, round_layout.header_items])
 
 
@@ -239,7 +241,7 @@ def _round_checks(
     """The conditions and messages of :meth:`horovod_distq.wire.RoundLayout.checks`, in its order
     (per rank: header arrived, agreement, whole header, each count, declared payload, payload
     arrived; then the two totals), computed for every rank at once."""
-    ranks = headers.shape[0]
+    ranks = tf.shape(headers, out_type=tf.int64)[0] if headers.shape[0] is None else headers.shape[0]
     header_bytes = round_layout.header_bytes
     header_length = tf.size(gathered_header, out_type=tf.int64)
     payload_length = tf.size(gathered_payload, out_type=tf.int64)
@@ -260,7 +262,8 @@ def _round_checks(
                          wire.header_cut_message(RANK, header_bytes)]
     per_rank_messages += [wire.count_message(RANK, layout) for layout in round_layout.tensors]
     per_rank_messages += [wire.declared_payload_message(RANK), wire.payload_cut_message(RANK)]
-    totals_messages = [wire.header_surplus_message(ranks - 1), wire.payload_surplus_message(ranks - 1)]
+    # The totals' messages name the last rank: RANK there too, written in as ranks - 1.
+    totals_messages = [wire.header_surplus_message(RANK), wire.payload_surplus_message(RANK)]
     return tf.concat([tf.reshape(per_rank, [-1]), totals], axis=0), MessageTable(per_rank_messages, totals_messages)
 
 
@@ -306,7 +309,8 @@ _RANK_TEXT = f"rank {RANK}"
 
 class MessageTable(NamedTuple):
     """The failure messages of a flat table of checks: ``per_rank`` templates (one per column,
-    repeated for every rank, naming it as :data:`RANK`), then ``trailing`` messages."""
+    repeated for every rank, naming it as :data:`RANK`), then ``trailing`` messages (naming the
+    last rank as :data:`RANK`, if any)."""
 
     per_rank: list[str]
     trailing: list[str]
@@ -315,7 +319,7 @@ class MessageTable(NamedTuple):
         """The message of the check at ``position`` of a table of ``ranks`` ranks' checks."""
         rank, column = divmod(position, len(self.per_rank))
         if rank >= ranks:
-            return self.trailing[position - ranks * len(self.per_rank)]
+            return self.trailing[position - ranks * len(self.per_rank)].replace(_RANK_TEXT, f"rank {ranks - 1}")
         return self.per_rank[column].replace(_RANK_TEXT, f"rank {rank}")
 
 
@@ -336,7 +340,7 @@ def _assert_table(passed: tf.Tensor, messages: MessageTable, after: list[Any]) -
     in_table = first_failure < per_rank_checks
     template = tf.gather(messages.per_rank + messages.trailing,
                          tf.where(in_table, first_failure % columns, columns + first_failure - per_rank_checks))
-    rank = tf.strings.as_string(tf.where(in_table, first_failure // columns, 0))
+    rank = tf.strings.as_string(tf.where(in_table, first_failure // columns, per_rank_checks // columns - 1))
     message = tf.strings.regex_replace(template, _RANK_TEXT, tf.strings.join(["rank ", rank]))
     with tf.control_dependencies(after):
         return [tf.debugging.Assert(tf.reduce_all(passed), [message])]

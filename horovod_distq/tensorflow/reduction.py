@@ -20,6 +20,7 @@ import tensorflow as tf
 from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 from tensorflow.python.ops.control_flow_v2_func_graphs import CondBranchFuncGraph
 
+from horovod_distq.tensorflow import world
 from horovod_distq.tensorflow.compressor import DistQ
 from horovod_distq.tensorflow.naming import backing_variable, variable_name
 
@@ -94,7 +95,8 @@ class GradientReducer:
         """
         _refuse_xla()
         _refuse_a_branch_of_this_rank()
-        if not (self.process_set.included() and self.process_set.size() > 1):
+        reduces = world.reduces(self.process_set)
+        if reduces is False:
             return list(gradients)  # as Horovod: one worker has nothing to reduce, nothing compressed
         reduced: list[Any] = [None] * len(gradients)
         present = [i for i, g in enumerate(gradients) if g is not None]
@@ -107,8 +109,14 @@ class GradientReducer:
                 reduced[i] = gradient
         if dense:
             names = [variable_name(v) for v in variables] if names is None else list(names)
-            summed = self._reduce_dense([gradients[i] for i in dense], [variables[i] for i in dense],
-                                        [names[i] for i in dense])
+            local = [gradients[i] for i in dense]
+
+            def reduce_dense() -> list[tf.Tensor]:
+                return self._reduce_dense(local, [variables[i] for i in dense], [names[i] for i in dense])
+
+            # A traced step under Horovod's elastic mode decides when it runs, as Horovod's tape does
+            # there: the same trace serves one worker (nothing reduced) and several.
+            summed = reduce_dense() if reduces is True else tf.cond(reduces, reduce_dense, lambda: local)
             for i, gradient in zip(dense, summed):
                 reduced[i] = gradient
         return reduced

@@ -5,7 +5,7 @@ Example:
     >>> import horovod_distq.torch as distq
     >>> hvd.init()
     >>> opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
-    ...                                compression=distq.DistQ(ratio=0.001, distribution="normal"))
+    ...                                compression=distq.DistQ(ratio=0.001))
 """
 
 from horovod_distq.selection import SparseSelection

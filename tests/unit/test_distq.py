@@ -12,6 +12,7 @@ import torch
 from horovod.common.elastic import ObjectState
 
 from horovod_distq import Warmup
+from horovod_distq.config import DistQConfig
 from horovod_distq.elastic import register
 from horovod_distq.torch import DistQ, ErrorFeedback, sparsify
 from horovod_distq.warmup import warmup_from
@@ -30,7 +31,8 @@ def round_trip(compression: DistQ, gradient: torch.Tensor, name: str = "w") -> t
 
 
 def selected_dense(tensor: torch.Tensor, ratio: float) -> torch.Tensor:
-    selection = sparsify(tensor, ratio)
+    """What DistQ with its default distribution sends of ``tensor`` at ``ratio``, as a dense tensor."""
+    selection = sparsify(tensor, ratio, DistQConfig.distribution)
     dense = torch.zeros(tensor.numel(), dtype=tensor.dtype)
     dense[selection.indices.long()] = selection.values
     return dense.view_as(tensor)
@@ -114,7 +116,7 @@ def test_state_dict_round_trip(all_ranks: bool) -> None:
 def test_closed_loop_reaches_the_target_on_a_mis_specified_family() -> None:
     # A normal fit on Student-t(3) tails keeps about 10x too many at 0.001, and its threshold grows
     # slowly as the fit ratio falls: the loop has to find a fit ratio near 1e-10.
-    compression = DistQ(ratio=0.001, error_feedback=False)
+    compression = DistQ(ratio=0.001, distribution="normal", error_feedback=False)
     torch.manual_seed(0)
     achieved = []
     for _ in range(10):
@@ -183,7 +185,7 @@ def test_encodings_keep_the_encoding_error_in_the_residual(encoding: str) -> Non
     result = round_trip(compression, gradient)
     residual = compression.memory.residual("w")
     assert torch.allclose(result + residual, gradient, atol=1e-6)
-    selected = sparsify(gradient, 0.02).indices.long()
+    selected = sparsify(gradient, 0.02, DistQConfig.distribution).indices.long()
     assert torch.equal(torch.nonzero(result).view(-1), selected)
     stats = compression.stats["w"]
     value_bytes = {"float32": 4, "float16": 2, "bfloat16": 2, "sign": 0}[encoding]
@@ -193,7 +195,7 @@ def test_encodings_keep_the_encoding_error_in_the_residual(encoding: str) -> Non
 def test_sign_encoding_sends_one_scale_per_sign() -> None:
     gradient = torch.randn(5000)
     result = round_trip(DistQ(ratio=0.02, value_encoding="sign", error_feedback=False), gradient)
-    selected = sparsify(gradient, 0.02)
+    selected = sparsify(gradient, 0.02, DistQConfig.distribution)
     values = selected.values
     kept = result.view(-1)[selected.indices.long()]
     assert torch.allclose(kept[values > 0], values[values > 0].mean().expand(int((values > 0).sum())))

@@ -156,11 +156,29 @@ def parse_tensorflow_graph(round_layout: wire.RoundLayout, ranks: int, gathered:
     return _GRAPHS[key](tf.constant(gathered.header), tf.constant(gathered.payload))
 
 
-PARSERS = {"torch": parse_torch, "tensorflow": parse_tensorflow, "tensorflow-graph": parse_tensorflow_graph}
+_ELASTIC_GRAPHS: dict[wire.RoundLayout, Callable] = {}
+
+
+def parse_tensorflow_elastic(round_layout: wire.RoundLayout, ranks: int, gathered: Gathered):
+    """The TensorFlow parse traced once per round, the rank count an input read when it runs: as a
+    traced step under Horovod's elastic mode, whose one trace serves every world size."""
+    if round_layout not in _ELASTIC_GRAPHS:
+        bytes_spec = tf.TensorSpec([None], tf.uint8)
+        _ELASTIC_GRAPHS[round_layout] = tf.function(
+            lambda header, payload, ranks: tf_exchange.parse_round(round_layout, ranks, header, payload),
+            input_signature=[bytes_spec, bytes_spec, tf.TensorSpec([], tf.int64)],
+        )
+    return _ELASTIC_GRAPHS[round_layout](tf.constant(gathered.header), tf.constant(gathered.payload),
+                                         tf.constant(ranks, tf.int64))
+
+
+PARSERS = {"torch": parse_torch, "tensorflow": parse_tensorflow, "tensorflow-graph": parse_tensorflow_graph,
+           "tensorflow-elastic": parse_tensorflow_elastic}
 DISTQ_ERRORS = {
     "torch": wire.DistQExchangeError,
     "tensorflow": tf.errors.InvalidArgumentError,
     "tensorflow-graph": tf.errors.InvalidArgumentError,
+    "tensorflow-elastic": tf.errors.InvalidArgumentError,
 }
 
 

@@ -17,6 +17,7 @@ import torch
 import horovod_distq
 import horovod_distq.tensorflow as distq_tf
 import horovod_distq.torch as distq_torch
+from horovod_distq.config import DistQConfig
 from horovod_distq.tensorflow.ops import initial_loop_state, update_loop_state
 from tests import reference
 
@@ -134,7 +135,7 @@ class TestDistQ:
     def test_round_trip_returns_the_selection(self) -> None:
         g = tf.constant(reference.gradient_like(300 * 40, "float32").reshape(300, 40))
         out = reduce(distq_tf.DistQ(ratio=0.01, error_feedback=False, closed_loop=False), g)
-        selection = distq_tf.sparsify(g, 0.01)
+        selection = distq_tf.sparsify(g, 0.01, DistQConfig.distribution)
         expected = np.zeros(g.shape.num_elements(), np.float32)
         expected[selection.indices.numpy()] = selection.values.numpy()
         np.testing.assert_array_equal(out.numpy(), expected.reshape(300, 40))
@@ -247,7 +248,7 @@ class TestDistQState:
 
         step = tf.function(step) if traced else step
         for ratio in [*warmup.ratios(0.01), 0.01, 0.01]:
-            selection = distq_tf.sparsify(g, ratio)
+            selection = distq_tf.sparsify(g, ratio, DistQConfig.distribution)
             expected = np.zeros(20_000, np.float32)
             expected[selection.indices.numpy()] = selection.values.numpy()
             np.testing.assert_array_equal(step(g).numpy(), expected, err_msg=f"ratio {ratio}")

@@ -39,6 +39,17 @@ def parse_arguments(description: str, default_out: str, switches: dict[str, str]
     return parser.parse_args()
 
 
+def parse_elastic_arguments(description: str) -> argparse.Namespace:
+    """The options of the elastic examples (``*_digits_elastic.py``)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32, help="per worker")
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--ratio", type=float, default=0.01, help="DistQ's target ratio")
+    parser.add_argument("--commit-every", type=int, default=5, help="batches between elastic commits")
+    return parser.parse_args()
+
+
 def progress(iterable: Iterable[T], description: str, total: int | None = None) -> Iterable[T]:
     """``iterable`` with tqdm's progress bar (steps done, rate, ETA) on standard error when that is a
     terminal; without one elsewhere (logs, CI, horovodrun's pipes), so that output stays quiet."""

@@ -18,8 +18,6 @@ the world size, the loss and the test accuracy after every epoch.
 
 from __future__ import annotations
 
-import argparse
-
 import common
 import horovod.torch as hvd
 import torch
@@ -30,18 +28,8 @@ from horovod_distq.elastic import register
 from horovod_distq.torch import DistQ
 
 
-def parse_arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32, help="per worker")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--ratio", type=float, default=0.01, help="DistQ's target ratio")
-    parser.add_argument("--commit-every", type=int, default=5, help="batches between elastic commits")
-    return parser.parse_args()
-
-
 def main() -> None:
-    args = parse_arguments()
+    args = common.parse_elastic_arguments(__doc__)
     hvd.init()
     torch.set_num_threads(1)
     train_x, train_y, test_x, test_y = as_tensors(common.digits_split(0))

@@ -22,7 +22,6 @@ the test accuracy after every epoch.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,18 +37,8 @@ import horovod_distq.tensorflow as distq
 from horovod_distq.elastic import register
 
 
-def parse_arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32, help="per worker")
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--ratio", type=float, default=0.01, help="DistQ's target ratio")
-    parser.add_argument("--commit-every", type=int, default=5, help="batches between elastic commits")
-    return parser.parse_args()
-
-
 def main() -> None:
-    args = parse_arguments()
+    args = common.parse_elastic_arguments(__doc__)
     hvd.init()
     train_x, train_y, test_x, test_y = common.digits_split(0)
     train_x, test_x = train_x[..., None], test_x[..., None]

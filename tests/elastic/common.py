@@ -73,8 +73,14 @@ class Schedule:
         time.sleep(WAIT_SECONDS)
 
 
-def record(state: Any, size: int, loss: float, identical: bool) -> None:
+def end_step(state: Any, schedule: Schedule, size: int, rank: int, loss: float, fingerprints: list[str]) -> None:
+    """Logs the step (every rank's mean loss, whether every rank holds the same parameters), counts
+    it, moves the schedule on and commits the elastic state."""
+    identical = len(set(fingerprints)) == 1
     state.log.append({"step": state.step, "size": size, "loss": loss, "identical": identical, "time": time.time()})
+    state.step += 1
+    schedule.after_step(state, size, rank)
+    state.commit()
 
 
 def write_log(state: Any, out: Path) -> None:

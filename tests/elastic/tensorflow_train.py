@@ -15,7 +15,7 @@ import tensorflow as tf
 import horovod_distq.tensorflow as distq
 from horovod_distq.elastic import register
 from horovod_distq.tensorflow.elastic import VariablesState
-from tests.elastic.common import Schedule, digest, parse_arguments, record, write_log
+from tests.elastic.common import Schedule, digest, end_step, parse_arguments, write_log
 
 args = parse_arguments()
 hvd.init()
@@ -52,10 +52,7 @@ def train(state: VariablesState) -> None:
         loss = train_step(x, x @ teacher)
         fingerprints = hvd.allgather_object(digest([v.numpy() for v in variables]))
         mean_loss = float(hvd.allreduce(loss, name="elastic.loss"))
-        record(state, hvd.size(), mean_loss, len(set(fingerprints)) == 1)
-        state.step += 1
-        schedule.after_step(state, hvd.size(), hvd.rank())
-        state.commit()
+        end_step(state, schedule, hvd.size(), hvd.rank(), mean_loss, fingerprints)
 
 
 train(state)

@@ -11,7 +11,7 @@ import torch
 
 from horovod_distq.elastic import register
 from horovod_distq.torch import DistQ
-from tests.elastic.common import Schedule, digest, parse_arguments, record, write_log
+from tests.elastic.common import Schedule, digest, end_step, parse_arguments, write_log
 
 args = parse_arguments()
 hvd.init()
@@ -43,10 +43,7 @@ def train(state: hvd.elastic.TorchState) -> None:
         optimizer.step()
         fingerprints = hvd.allgather_object(digest([p.detach().numpy() for p in model.parameters()]))
         mean_loss = hvd.allreduce(loss.detach(), name="elastic.loss").item()
-        record(state, hvd.size(), mean_loss, len(set(fingerprints)) == 1)
-        state.step += 1
-        schedule.after_step(state, hvd.size(), hvd.rank())
-        state.commit()
+        end_step(state, schedule, hvd.size(), hvd.rank(), mean_loss, fingerprints)
 
 
 train(state)

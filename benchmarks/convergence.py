@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.convergence_worker import DDP_METHODS, HOROVOD_METHODS
+from benchmarks.e2e import DDP_LAUNCHES
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("digits_cnn", "char_transformer")
@@ -45,13 +46,27 @@ def run(models: tuple[str, ...] = MODELS, ratios: tuple[float, ...] = RATIOS, st
                 launched += _launch(horovodrun, "horovod", model, ratio, steps, horovod, warmup_steps)
             if ddp:
                 torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-                launched += _launch(torchrun, "ddp", model, ratio, steps, ddp, warmup_steps)
+                launched += _launch_ddp(torchrun, model, ratio, steps, ddp, warmup_steps)
             if number == 0:
                 shared = [r for r in launched if r["method"] in RATIO_FREE]
             else:
                 launched = [{**r, "ratio": ratio} for r in shared] + launched
             records += launched
     return records
+
+
+def _launch_ddp(launcher: list[str], model: str, ratio: float, steps: int, methods: list[str],
+                warmup_steps: int) -> list[dict]:
+    """The DDP methods' torchrun, run again when it fails, up to ``DDP_LAUNCHES`` times: torch's Gloo
+    sometimes aborts a worker with PowerSGD's hook in the first steps (see benchmarks/e2e.py)."""
+    for launch in range(1, DDP_LAUNCHES + 1):
+        try:
+            return [{**r, "launches": launch}
+                    for r in _launch(launcher, "ddp", model, ratio, steps, methods, warmup_steps)]
+        except RuntimeError:
+            if launch == DDP_LAUNCHES:
+                raise
+    return []  # DDP_LAUNCHES < 1: nothing launched
 
 
 def _launch(launcher: list[str], engine: str, model: str, ratio: float, steps: int, methods: list[str],

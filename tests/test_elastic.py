@@ -1,5 +1,6 @@
 """DistQ under Horovod's elastic mode: a run grows from 1 to 2 workers and shrinks back to 1
-(``horovodrun --min-np 1 --max-np 2 --host-discovery-script``, Gloo: MPI has no elastic mode)."""
+(``horovodrun --min-np 1 --max-np 2 --host-discovery-script``, Gloo: MPI has no elastic mode), on
+this machine and across the namespace hosts of tests/cluster/hosts.py."""
 
 from __future__ import annotations
 
@@ -9,23 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.elastic.common import ONE_HOST, STEPS_PER_PHASE
+from tests.cluster.hosts import Cluster, unavailable_reason
+from tests.elastic.common import LOCAL_HOSTS, STEPS_PER_PHASE, host_lines
 from tests.launch import HOROVODRUN, run_until
 
 MODULES = {"torch": "tests.elastic.torch_train", "tensorflow": "tests.elastic.tensorflow_train"}
-
-
 EXAMPLES = {"torch": "examples/pytorch_digits_elastic.py", "tensorflow": "examples/tensorflow2_digits_elastic.py"}
+NO_CLUSTER = unavailable_reason()
+
+
+def discovery_script(tmp_path: Path, hosts: Path, first_host: str) -> Path:
+    """A discovery script printing the file ``hosts``, which starts with ``first_host`` alone."""
+    hosts.write_text(host_lines((first_host,)))
+    script = tmp_path / "discover.sh"
+    script.write_text(f"#!/bin/sh\ncat {hosts}\n")
+    script.chmod(0o755)
+    return script
 
 
 def elastic_horovodrun(tmp_path: Path, hosts: Path) -> list[str]:
-    """``horovodrun`` in elastic mode on 1 to 2 workers, its discovery script printing ``hosts``."""
-    hosts.write_text(ONE_HOST)
-    discovery = tmp_path / "discover.sh"
-    discovery.write_text(f"#!/bin/sh\ncat {hosts}\n")
-    discovery.chmod(0o755)
+    """``horovodrun`` in elastic mode on 1 to 2 workers of this machine, its discovery script printing ``hosts``."""
     return [
-        str(HOROVODRUN), "-np", "1", "--min-np", "1", "--max-np", "2", "--host-discovery-script", str(discovery),
+        str(HOROVODRUN), "-np", "1", "--min-np", "1", "--max-np", "2",
+        "--host-discovery-script", str(discovery_script(tmp_path, hosts, LOCAL_HOSTS[0])),
         # One machine: Horovod finds no interface common to "two hosts" by itself.
         "--gloo", "--network-interface", "lo", sys.executable,
     ]
@@ -33,10 +40,31 @@ def elastic_horovodrun(tmp_path: Path, hosts: Path) -> list[str]:
 
 @pytest.mark.parametrize("framework", list(MODULES))
 def test_grow_and_shrink_mid_training(framework: str, tmp_path: Path) -> None:
-    hosts = tmp_path / "hosts"
-    out = tmp_path / "log.json"
+    hosts, out = tmp_path / "hosts", tmp_path / "log.json"
     command = [*elastic_horovodrun(tmp_path, hosts), "-m", MODULES[framework], "--hosts-file", str(hosts),
                "--out", str(out)]
+    check_grow_and_shrink(framework, command, out, "one machine")
+
+
+@pytest.mark.skipif(NO_CLUSTER is not None, reason=f"no multi-host cluster here: {NO_CLUSTER}")
+@pytest.mark.parametrize("framework", list(MODULES))
+def test_grow_and_shrink_across_hosts(framework: str, tmp_path: Path) -> None:
+    hosts, out = tmp_path / "hosts", tmp_path / "log.json"
+    with Cluster(2) as cluster:
+        # The job starts on host2 and host1 joins: horovodrun runs on host1, and Horovod's elastic
+        # driver takes a job whose only host is its own for a local one, whose interfaces it finds
+        # by the address 127.0.0.1, which --network-interface eth0 rules out.
+        names = [cluster.hosts[1].name, cluster.hosts[0].name]
+        command = cluster.elastic_horovodrun_command(discovery_script(tmp_path, hosts, names[0]), [
+            "--gloo", sys.executable, "-m", MODULES[framework], "--hosts-file", str(hosts), "--out", str(out),
+            "--hosts", *names,
+        ])
+        check_grow_and_shrink(framework, command, out, "two hosts")
+
+
+def check_grow_and_shrink(framework: str, command: list[str], out: Path, where: str) -> None:
+    """Runs an elastic training script's ``command`` and checks its log: world sizes 1, 2, 1, the
+    same parameters on every rank after every step, no step lost or repeated, the loss falling."""
     command, stdout, stderr, problem = run_until(command, timeout=120)
     assert problem is None and out.exists(), f"{' '.join(command)} {problem}:\n{(stdout + stderr)[-6000:]}"
     run = json.loads(out.read_text())
@@ -52,12 +80,12 @@ def test_grow_and_shrink_mid_training(framework: str, tmp_path: Path) -> None:
     # Seconds from asking for a new world size to the first step in it (shown with pytest -s).
     for asked, size in zip(run["asked"], (2, 1)):
         first = next(entry["time"] for entry in log if entry["time"] > asked and entry["size"] == size)
-        print(f"{framework}: reset to {size} worker(s) after {first - asked:.1f} s")
+        print(f"{framework}, {where}: reset to {size} worker(s) after {first - asked:.1f} s")
 
 
 @pytest.mark.parametrize("framework", list(EXAMPLES))
 def test_elastic_example_runs(framework: str, tmp_path: Path) -> None:
-    # The README's elastic examples, on one worker for two epochs (the resets are the test above's).
+    # The README's elastic examples, on one worker for two epochs (the resets are the tests above's).
     command = [*elastic_horovodrun(tmp_path, tmp_path / "hosts"), EXAMPLES[framework], "--epochs", "2"]
     command, stdout, stderr, problem = run_until(command, timeout=120)
     assert problem is None, f"{' '.join(command)} {problem}:\n{(stdout + stderr)[-6000:]}"

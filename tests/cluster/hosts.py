@@ -141,6 +141,14 @@ class Cluster:
                 "-H", self.host_list(slots), "-p", str(SSH_PORT), "--ssh-identity-file", str(self.identity_file),
                 "--network-interface", INTERFACE, *arguments]
 
+    def elastic_horovodrun_command(self, discovery_script: Path, arguments: list[str]) -> list[str]:
+        """The command line that runs ``horovodrun ARGUMENTS`` in elastic mode on the first host: 1
+        to len(hosts) workers, on the hosts ``discovery_script`` prints (``host1:1`` ...)."""
+        return [*self.hosts[0].exec_prefix(), str(HOROVODRUN), "-np", "1", "--min-np", "1",
+                "--max-np", str(len(self.hosts)), "--host-discovery-script", str(discovery_script),
+                "-p", str(SSH_PORT), "--ssh-identity-file", str(self.identity_file), "--network-interface", INTERFACE,
+                *arguments]
+
     def horovodrun(self, arguments: list[str], timeout: float, slots: int = 1) -> subprocess.CompletedProcess:
         """Runs ``horovodrun ARGUMENTS`` from the checkout on the first host; kills the whole job on timeout."""
         process = self.popen(self.horovodrun_command(arguments, slots))

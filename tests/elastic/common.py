@@ -1,8 +1,9 @@
 """What the elastic training scripts share: the grow-then-shrink schedule and the run's log.
 
 A run starts on one worker (host ``localhost``), asks for a second (host ``127.0.0.1``, the same
-machine under another name, as Horovod's own elastic tests do) by rewriting the file the
-discovery script prints, trains on two, gives the second host up, and trains on one again.
+machine under another name, as Horovod's own elastic tests do; or two hosts of
+tests/cluster/hosts.py, named by ``--hosts``) by rewriting the file the discovery script prints,
+trains on two, gives the second host up, and trains on one again.
 Rank 0 rewrites the file; Horovod's driver sees the change within about a second and the
 workers meet it at their next ``state.commit()``.
 """
@@ -16,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ONE_HOST = "localhost:1\n"
-TWO_HOSTS = "localhost:1\n127.0.0.1:1\n"
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
 STEPS_PER_PHASE = 6
 # Steps a run may take in all: a reset that never comes ends the run instead of hanging it.
 MAX_STEPS = 400
@@ -29,7 +29,13 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hosts-file", type=Path, required=True, help="the file the discovery script prints")
     parser.add_argument("--out", type=Path, required=True, help="where rank 0 writes the run's log (JSON)")
+    parser.add_argument("--hosts", nargs=2, default=LOCAL_HOSTS, help="the first host and the one that joins")
     return parser.parse_args()
+
+
+def host_lines(hosts: tuple[str, ...]) -> str:
+    """What the discovery script prints for ``hosts``: one slot each."""
+    return "".join(f"{host}:1\n" for host in hosts)
 
 
 def digest(arrays: list[Any]) -> str:
@@ -46,8 +52,9 @@ class Schedule:
 
     sizes = (1, 2, 1)
 
-    def __init__(self, hosts_file: Path) -> None:
+    def __init__(self, hosts_file: Path, hosts: tuple[str, str] = LOCAL_HOSTS) -> None:
         self.hosts_file = hosts_file
+        self.hosts = tuple(hosts)
 
     def finished(self, state: Any) -> bool:
         return state.phase >= len(self.sizes) or state.step >= MAX_STEPS
@@ -68,7 +75,7 @@ class Schedule:
             state.phase, state.in_phase = phase + 1, 1
             return
         if rank == 0 and not state.asked[phase]:
-            self.hosts_file.write_text(TWO_HOSTS if wanted == 2 else ONE_HOST)
+            self.hosts_file.write_text(host_lines(self.hosts[:wanted]))
             state.asked[phase] = time.time()
         time.sleep(WAIT_SECONDS)
 

@@ -30,7 +30,7 @@ variables = [
 ]
 teacher = initial.normal(0, 32**-0.5, (32, 4)).astype(np.float32)  # the task: the same on every rank
 compression = distq.DistQ(ratio=0.05)
-schedule = Schedule(args.hosts_file)
+schedule = Schedule(args.hosts_file, args.hosts)
 state = register(VariablesState(variables, step=0, phase=0, in_phase=0, asked=[0.0, 0.0], log=[]), compression)
 
 

@@ -23,7 +23,7 @@ compression = DistQ(ratio=0.05)
 optimizer = hvd.DistributedOptimizer(
     torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(), compression=compression
 )
-schedule = Schedule(args.hosts_file)
+schedule = Schedule(args.hosts_file, args.hosts)
 state = register(
     hvd.elastic.TorchState(model=model, optimizer=optimizer, step=0, phase=0, in_phase=0, asked=[0.0, 0.0], log=[]),
     compression,

@@ -45,6 +45,20 @@ def test_round_trip_returns_the_selection() -> None:
     assert torch.equal(result, selected_dense(gradient, 0.01))
 
 
+def test_defaults_are_the_documented_ones() -> None:
+    # README (API): auto with 3 stages, closed loop, error feedback, exchange and encoding "auto".
+    config = DistQ(ratio=0.01).config
+    assert (config.distribution, config.fit_stages) == ("auto", 3)
+    assert (config.closed_loop, config.error_feedback) == (True, True)
+    assert (config.exchange, config.value_encoding, config.min_numel, config.sample_size) == ("auto", "auto", 1024,
+                                                                                              4096)
+    assert (config.warmup, config.momentum) == (None, 0.0)
+    gradient = torch.distributions.StudentT(3.0).sample((20_000,))
+    sent = round_trip(DistQ(ratio=0.01, error_feedback=False, closed_loop=False), gradient)
+    assert torch.equal(sent, selected_dense(gradient, 0.01))
+    assert torch.count_nonzero(sent) == sparsify(gradient, 0.01, "auto", stages=3).indices.numel()
+
+
 def test_error_feedback_keeps_what_was_not_sent() -> None:
     compression = DistQ(ratio=0.01)
     first, second = torch.randn(2, 5000)

@@ -132,6 +132,10 @@ def reduce(compression: distq_tf.DistQ, tensor: tf.Tensor, name: str | None = No
 
 
 class TestDistQ:
+    def test_defaults_match_the_torch_frontend(self) -> None:
+        assert distq_tf.DistQ(ratio=0.01).config == distq_torch.DistQ(ratio=0.01).config
+        assert distq_tf.DistQ(ratio=0.01).config.distribution == "auto"
+
     def test_round_trip_returns_the_selection(self) -> None:
         g = tf.constant(reference.gradient_like(300 * 40, "float32").reshape(300, 40))
         out = reduce(distq_tf.DistQ(ratio=0.01, error_feedback=False, closed_loop=False), g)

@@ -62,10 +62,10 @@ template <int kBytes, typename T>
 DISTQ_ALWAYS_INLINE void select_body(const T* x, int64_t begin, int64_t end, double center, double threshold,
                                      Selection::Chunk& kept) {
   using C = typename Compute<T>::type;
-  Appender<T> appender(kept);
   using V = typename Vec<C, kBytes>::type;
   using Mask = typename Vec<C, kBytes>::mask;
   constexpr int64_t kLanes = Vec<C, kBytes>::kLanes;
+  Appender<T> appender(kept);
   const C c = static_cast<C>(center);
   const C t = static_cast<C>(threshold);
   const V cv = V{} + c;

@@ -13,17 +13,15 @@ from __future__ import annotations
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from horovod_distq.config import DistQConfig
 from horovod_distq.encodings import DTYPE_BYTES
 from horovod_distq.exchange_cost import sparse_is_cheaper
-from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.selection import SparseSelection
 from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, serialize
 from horovod_distq.stats import TensorStats
 from horovod_distq.telemetry import step_scalars
-from horovod_distq.warmup import Warmup
 from horovod_distq.wire import TensorLayout
 
 # What compress() returns in place of a sparse gradient: one float32 of ones. Horovod allreduces it
@@ -60,6 +58,7 @@ class EncodedPairs(NamedTuple):
         return self.indices, self.values, self.scales
 
 
+@runtime_checkable
 class ErrorFeedbackRole(Protocol):
     """What a frontend's ``ErrorFeedback`` does: residuals keyed by gradient name, buffers owned by it.
 
@@ -100,6 +99,7 @@ class ErrorFeedbackRole(Protocol):
         """Replaces every residual with what :meth:`validated` returned (absent ones start at zero)."""
 
 
+@runtime_checkable
 class RatioControllerRole(Protocol):
     """What a frontend's ``RatioController`` does: the closed loop of ``csrc/core/control.h`` per gradient."""
 
@@ -120,6 +120,7 @@ class RatioControllerRole(Protocol):
         """Replaces every loop state with what :meth:`validated` returned (absent ones start afresh)."""
 
 
+@runtime_checkable
 class WarmupRole(Protocol):
     """What a frontend's ``WarmupCounter`` does: counts each gradient's steps and gives the warm-up's
     factor on its ratio (``horovod_distq.warmup``)."""
@@ -140,6 +141,7 @@ class WarmupRole(Protocol):
         """Replaces every step count with what :meth:`validated` returned (absent ones start at 0)."""
 
 
+@runtime_checkable
 class ExchangeRole(Protocol):
     """What a frontend's exchange does: moves every rank's pairs to every rank."""
 
@@ -165,6 +167,7 @@ class ExchangeRole(Protocol):
         """Forgets the pairs submitted and not yet collected."""
 
 
+@runtime_checkable
 class NamesRole(Protocol):
     """What a frontend's naming does: which parameter a gradient handed to ``compress()`` belongs to."""
 
@@ -205,51 +208,13 @@ class SparseContext(NamedTuple):
 class DistQCompressor(ABC):
     """Sends each large gradient as the (index, value) pairs beyond a fitted threshold.
 
-    A Horovod compressor: pass a frontend's ``DistQ`` as ``compression=`` to Horovod's
-    ``DistributedOptimizer`` (PyTorch) or ``DistributedGradientTape`` (TensorFlow). For each
-    gradient with at least ``min_numel`` entries it adds the error-feedback residual, fits
-    ``distribution``, selects about ``ratio`` of the entries and encodes their values; the pairs
-    travel by Horovod's allgather, and every rank sums all pairs and applies the optimizer's
-    reduction (op=Average or Sum, ``gradient_predivide_factor``). Smaller gradients and
-    non-floating ones are left to Horovod's dense allreduce.
-
-    Args:
-        ratio: target fraction of entries sent per compressed gradient, in (0, 1] (a Python or
-            NumPy number).
-        distribution: family of ``horovod_distq.FAMILIES`` the threshold comes from; "auto" (default):
-            a Student-t body and generalized-Pareto tail stages, the closest hit of ``ratio``.
-        error_feedback: add what was not sent to the next step's gradient (claim 9).
-        min_numel: gradients with fewer entries go dense.
-        sample_size: strided sample size for medians and quartiles.
-        value_encoding: how values travel: "auto" (the gradient's dtype), "float32", "float16",
-            "bfloat16" or "sign" (sign in the index, one scale per sign); see
-            ``horovod_distq.VALUE_ENCODINGS``. With error feedback the encoding error stays in the residual.
-        stages: peaks-over-threshold stages of the fit, 1 to 16; None: 3 for ``distribution="auto"``, else 1.
-        closed_loop: per gradient, correct the ratio fed to the fit from the ratio it achieved in
-            earlier steps (the compiled core's rule), so the achieved ratio converges to ``ratio``
-            over a few steps. Costs no pass over the tensor.
-        exchange: "auto": a gradient goes sparse only while its pairs cost no more bytes than a
-            dense allreduce at the process set's size (up to about 1 / ratio ranks for float32;
-            ``horovod_distq.exchange_cost``); "sparse": always; "dense": never (a Horovod
-            allreduce of the gradient plus any residual left).
-        momentum: Deep Gradient Compression's momentum correction, in [0, 1): with 0.9, say, error
-            feedback accumulates each gradient's velocity ``u = 0.9 * u + gradient`` instead of the
-            gradient, the pairs are selected from that, and a sent entry clears its velocity
-            (momentum factor masking); gradients sent dense send their velocity. Switch the
-            optimizer's own momentum off (SGD ``momentum=0``): this is the momentum. Needs
-            ``error_feedback=True``; velocities are part of ``state_dict()``.
-        warmup: a sparsity warm-up (Deep Gradient Compression's): a :class:`horovod_distq.Warmup`
-            (every entry for its ``dense_steps`` steps, then a ratio decaying exponentially from its
-            ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
-            decaying steps; None (default): none. Counted per gradient and kept in ``state_dict()``,
-            so a resumed run goes on with the schedule. The closed loop keeps learning during it
-            (it corrects the warm-up's ratio by the same factor); the choice of sparse or dense
-            under ``exchange="auto"`` is made at ``ratio``.
-        **family_params: the family's parameters (``dof`` for ``student_t``).
-
-    Raises:
-        ValueError: an invalid setting.
-        TypeError: a parameter the family does not take.
+    The behaviour of a Horovod compressor, whatever the framework: for each gradient with at least
+    ``min_numel`` entries it adds the error-feedback residual, fits ``distribution``, selects about
+    ``ratio`` of the entries and encodes their values; the pairs travel by Horovod's allgather, and
+    every rank sums all pairs and applies the optimizer's reduction (op=Average or Sum,
+    ``gradient_predivide_factor``). Smaller gradients and non-floating ones are left to Horovod's
+    dense allreduce. Users make a frontend's compressor (``horovod_distq.torch.DistQ``,
+    ``horovod_distq.tensorflow.DistQ``), which takes the settings of :class:`DistQConfig` by name.
 
     Making one runs no collective, so ranks may make it in any order, before or after
     ``hvd.init()``. Ranks whose settings (or compressors) disagree on which gradients are sparse,
@@ -257,8 +222,16 @@ class DistQCompressor(ABC):
     shapes then differ, or in DistQ's check of the exchange headers (TensorFlow checks the
     settings when the first step is traced; see its ``DistQ``).
 
-    Subclasses set ``names``, ``memory``, ``controller``, ``schedule`` and ``exchange`` (objects of the roles
-    above), and supply the tensor operations (the abstract methods).
+    Args:
+        config: the settings.
+        names: tells which parameter a gradient handed to ``compress()`` belongs to (:class:`NamesRole`).
+        memory: the error-feedback residuals (:class:`ErrorFeedbackRole`).
+        controller: the closed loop on the ratio (:class:`RatioControllerRole`).
+        schedule: the warm-up's step counts (:class:`WarmupRole`).
+        exchange: moves every rank's pairs to every rank (:class:`ExchangeRole`).
+
+    Raises:
+        TypeError: a role object lacks what its role needs.
 
     Example:
         >>> compression = horovod_distq.torch.DistQ(ratio=0.01)
@@ -273,38 +246,20 @@ class DistQCompressor(ABC):
 
     def __init__(
         self,
-        ratio: float,
-        distribution: str = "auto",
-        error_feedback: bool = True,
-        min_numel: int = 1024,
-        sample_size: int = DEFAULT_SAMPLE_SIZE,
-        value_encoding: str = "auto",
-        stages: int | None = None,
-        closed_loop: bool = True,
-        exchange: str = "auto",
-        warmup: Warmup | int | None = None,
-        momentum: float = 0.0,
-        **family_params: Any,
+        config: DistQConfig,
+        *,
+        names: NamesRole,
+        memory: ErrorFeedbackRole,
+        controller: RatioControllerRole,
+        schedule: WarmupRole,
+        exchange: ExchangeRole,
     ) -> None:
-        self.config = DistQConfig(
-            ratio=ratio,
-            distribution=distribution,
-            error_feedback=error_feedback,
-            min_numel=min_numel,
-            sample_size=sample_size,
-            value_encoding=value_encoding,
-            stages=stages,
-            closed_loop=closed_loop,
-            exchange=exchange,
-            family_params=family_params,
-            warmup=warmup,
-            momentum=momentum,
-        )
-        self.names: NamesRole
-        self.memory: ErrorFeedbackRole
-        self.controller: RatioControllerRole
-        self.schedule: WarmupRole
-        self.exchange: ExchangeRole
+        self.config = config
+        self.names = _checked_role(names, NamesRole, "names")
+        self.memory = _checked_role(memory, ErrorFeedbackRole, "memory")
+        self.controller = _checked_role(controller, RatioControllerRole, "controller")
+        self.schedule = _checked_role(schedule, WarmupRole, "schedule")
+        self.exchange = _checked_role(exchange, ExchangeRole, "exchange")
         self._dense_stats: dict[str, TensorStats] = {}
         self._selections: dict[str, tuple[TensorLayout, Any]] = {}
         self._loop_thread: threading.Thread | None = None
@@ -313,7 +268,9 @@ class DistQCompressor(ABC):
     def state_dict(self, all_ranks: bool = False) -> dict[str, Any]:
         """Error-feedback residuals, closed-loop state and warm-up steps (copies), to save beside the model.
 
-        Both are per rank: a rank's residuals hold what its own gradients did not send yet.
+        All three are per rank: a rank's residuals hold what its own gradients did not send yet,
+        so each rank must load its own state back (the state records the rank it was saved on, and
+        loading it on another rank warns).
 
         Args:
             all_ranks: gather every rank's state into the result, so that one file written by
@@ -330,7 +287,7 @@ class DistQCompressor(ABC):
             ...     torch.save({"model": model.state_dict(), "distq": state}, "ckpt.pt")
         """
         own = {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict(),
-               "warmup": self.schedule.state_dict()}
+               "warmup": self.schedule.state_dict(), "rank": self.exchange.process_set.rank()}
         if not all_ranks:
             return own
         gathered = self.exchange.gather_bytes(serialize(own))
@@ -576,8 +533,9 @@ class DistQCompressor(ABC):
             return name
         if self.config.error_feedback:
             raise ValueError(f"DistQ(error_feedback=True) needs a gradient name: {self.names.how_to_name}")
-        # Without names, a gradient is known by its place in the step's round (and its size), so
-        # the closed loop and stats keep one entry per gradient of a step, not one per call.
+        # Without names, a gradient is known by its size and its place in the step's round, so the
+        # closed loop and stats keep one entry per gradient of a step, not one per call. Where
+        # gradients travel one by one (no round), the place is always 0: same-size gradients share.
         return f"unnamed.{self.exchange.queued_tensors()}.{numel}"
 
     # The tensor operations each frontend supplies, besides ``_sparsify`` and ``_encode``, its
@@ -640,3 +598,19 @@ class DistQCompressor(ABC):
     def _scatter_scaled(self, ctx: SparseContext, indices: Any, values: Any, placeholder: Any, size: int) -> Any:
         """The dense gradient: every rank's values summed at their indices, times ``placeholder / size``."""
         ...
+
+
+Role = TypeVar("Role")
+
+
+def _checked_role(role_object: Role, role: type, argument: str) -> Role:
+    """``role_object`` if it has every method and attribute of ``role``; else TypeError naming what is missing,
+    so a frontend that forgets part of a role fails when it is made, not at its first step."""
+    if isinstance(role_object, role):
+        return role_object
+    wanted = {name for name in vars(role) if not name.startswith("_")} | set(getattr(role, "__annotations__", {}))
+    missing = sorted(name for name in wanted if not hasattr(role_object, name))
+    raise TypeError(
+        f"DistQCompressor({argument}=...) must provide {role.__name__}; {type(role_object).__name__} lacks "
+        f"{', '.join(missing) or 'nothing by name (check its members)'}"
+    )

@@ -1,12 +1,21 @@
-"""Validated configuration shared by the PyTorch and TensorFlow compressors."""
+"""DistQ's settings: defined, documented and validated once, for every frontend.
+
+Each frontend's compressor (``horovod_distq.torch.DistQ``, ``horovod_distq.tensorflow.DistQ``,
+``horovod_distq.torch.ddp.DistQState``) spells the settings out in its own signature, so that
+``help()`` and IDEs show them with their defaults; ``tests/unit/test_settings.py`` fails when one of
+those signatures drifts from :class:`DistQConfig`, and :func:`document_settings` writes this class's
+documentation of each setting into the frontend's docstring.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from horovod_distq.encodings import value_encoding
 from horovod_distq.exchange_cost import EXCHANGE_MODES
@@ -16,24 +25,46 @@ from horovod_distq.warmup import Warmup, warmup_from
 
 @dataclass(frozen=True)
 class DistQConfig:
-    """What a DistQ compressor does to each gradient.
+    """What a DistQ compressor does to each gradient: every setting, its default and its rules.
 
     Args:
-        ratio: target fraction of entries sent per compressed tensor, in (0, 1].
-        distribution: family the threshold is fitted from (see ``horovod_distq.FAMILIES``).
-        error_feedback: keep what was not sent and add it to the next gradient (claim 9).
-        min_numel: tensors with fewer entries go dense through Horovod's allreduce.
+        ratio: target fraction of entries sent per compressed gradient, in (0, 1] (a Python or
+            NumPy number).
+        distribution: family of ``horovod_distq.FAMILIES`` the threshold is fitted from; "auto"
+            (default): a Student-t body and generalized-Pareto tail stages, the closest hit of ``ratio``.
+        error_feedback: add what was not sent to the next step's gradient (claim 9).
+        min_numel: gradients with fewer entries go dense through Horovod's allreduce.
         sample_size: size of the strided sample medians and quartiles are estimated from.
-        value_encoding: how selected values travel (see ``horovod_distq.VALUE_ENCODINGS``).
-        stages: peaks-over-threshold stages of the fit (1 = a single fit); None: 3 for ``auto``, else 1.
-        closed_loop: correct the ratio fed to the fit per tensor from the achieved ratio.
-        exchange: "auto" (each tensor sparse while its pairs cost fewer bytes than a dense
-            allreduce at the process set's size: ``horovod_distq.exchange_cost``), "sparse" or "dense".
-        family_params: the family's keyword parameters (``dof`` for ``student_t``).
-        warmup: a :class:`horovod_distq.Warmup` schedule of higher ratios over the first steps, a
-            number of steps (its defaults otherwise), or None.
-        momentum: Deep Gradient Compression's momentum correction, in [0, 1): 0 (off), or the
-            momentum of the velocity that error feedback accumulates instead of the gradient.
+        value_encoding: how selected values travel: "auto" (the gradient's dtype), "float32",
+            "float16", "bfloat16" or "sign" (sign in the index, one scale per sign); see
+            ``horovod_distq.VALUE_ENCODINGS``. With error feedback the encoding error stays in the residual.
+        stages: peaks-over-threshold stages of the fit, 1 to 16; None: 3 for ``distribution="auto"``, else 1.
+        closed_loop: per gradient, correct the ratio fed to the fit from the ratio it achieved in
+            earlier steps (the compiled core's rule), so the achieved ratio converges to ``ratio``
+            over a few steps. Costs no pass over the tensor.
+        exchange: "auto": a gradient goes sparse only while its pairs cost no more bytes than a
+            dense allreduce at the process set's size (up to about 1 / ratio ranks for float32;
+            ``horovod_distq.exchange_cost``); "sparse": always; "dense": never (a Horovod
+            allreduce of the gradient plus any residual left).
+        warmup: a sparsity warm-up (Deep Gradient Compression's): a :class:`horovod_distq.Warmup`
+            (every entry for its ``dense_steps`` steps, then a ratio decaying exponentially from its
+            ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
+            decaying steps; None (default): none. Counted per gradient and kept in ``state_dict()``,
+            so a resumed run goes on with the schedule. The closed loop keeps learning during it
+            (it corrects the warm-up's ratio by the same factor); the choice of sparse or dense
+            under ``exchange="auto"`` is made at ``ratio``.
+        momentum: Deep Gradient Compression's momentum correction, in [0, 1): with 0.9, say, error
+            feedback accumulates each gradient's velocity ``u = 0.9 * u + gradient`` instead of the
+            gradient, the pairs are selected from that, and a sent entry clears its velocity
+            (momentum factor masking); gradients sent dense send their velocity. Switch the
+            optimizer's own momentum off (SGD ``momentum=0``): this is the momentum. Needs
+            ``error_feedback=True``; velocities are part of ``state_dict()``.
+        family_params: the family's keyword parameters (``dof`` for ``student_t``); the
+            compressors take them as keyword arguments (``DistQ(0.01, "student_t", dof=4)``).
+
+    Raises:
+        ValueError: an invalid setting.
+        TypeError: a parameter the family does not take.
 
     Example:
         >>> DistQConfig(ratio=0.01, distribution="auto").fit_stages
@@ -49,9 +80,9 @@ class DistQConfig:
     stages: int | None = None
     closed_loop: bool = True
     exchange: str = "auto"
-    family_params: dict[str, Any] = field(default_factory=dict)
     warmup: Warmup | int | None = None
     momentum: float = 0.0
+    family_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "warmup", warmup_from(self.warmup))
@@ -108,6 +139,42 @@ class DistQConfig:
     def fit_stages(self) -> int:
         """The number of stages the fit runs."""
         return default_stages(self.distribution) if self.stages is None else self.stages
+
+    def settings(self) -> dict[str, Any]:
+        """The keyword arguments a compressor was made with (``family_params`` spread out), to make
+        another with the same settings.
+
+        Example:
+            >>> DistQConfig(ratio=0.01, distribution="student_t", family_params={"dof": 4}).settings()["dof"]
+            4
+        """
+        named = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "family_params"}
+        return {**named, **self.family_params}
+
+
+def setting_names() -> list[str]:
+    """The settings a compressor's signature takes by name, in order (``family_params`` is its ``**``)."""
+    return [f.name for f in dataclasses.fields(DistQConfig) if f.name != "family_params"]
+
+
+def settings_documentation() -> str:
+    """The ``Args:`` entries of :class:`DistQConfig`'s docstring: each setting's documentation."""
+    doc = DistQConfig.__doc__ or ""
+    return doc.split("    Args:\n", 1)[1].split("\n\n", 1)[0]
+
+
+Documented = TypeVar("Documented", bound=Callable[..., Any])
+
+
+def document_settings(compressor: Documented) -> Documented:
+    """Class decorator: writes each setting's documentation (:func:`settings_documentation`) into
+    the class docstring where it says ``{settings}``, so that ``help()`` shows it beside the
+    frontend's own arguments and nothing is written out twice."""
+    doc = compressor.__doc__ or ""
+    if "{settings}" not in doc:
+        raise ValueError(f"{compressor.__name__}'s docstring has no {{settings}} to fill in")
+    compressor.__doc__ = doc.replace("{settings}", settings_documentation().strip())
+    return compressor
 
 
 def _is_number(value: Any) -> bool:

@@ -13,14 +13,16 @@ class NameOwners:
     parameters share names (two ``nn.Linear``s, two Keras models built alike) would share that
     state silently if one DistQ served both, so a second owner of a known name is refused.
 
+    Args:
+        what: the owners' kind, for the message ("parameters", "variables").
+
     Example:
-        >>> owners = NameOwners()
+        >>> owners = NameOwners("parameters")
         >>> owners.bind("fc.weight", model_a.fc.weight)
         >>> owners.bind("fc.weight", model_b.fc.weight)   # ValueError: one DistQ per optimizer
     """
 
     def __init__(self, what: str) -> None:
-        """Args: what: the owners' kind and where they come from, for the message ("parameters", "variables")."""
         self._what = what
         self._owners: dict[str, weakref.ref] = {}
 

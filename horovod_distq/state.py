@@ -1,10 +1,11 @@
 """DistQ's checkpoint format, for both frontends: one rank's state, or every rank's in one dict.
 
 A rank's state is ``{"error_feedback": {"residuals": {name: array}, "velocities": {name: array}},
-"closed_loop": {"target": ratio, "loops": {name: array of 4}}, "warmup": {"steps": {name: int}}}``,
-the arrays being the frontend's (torch tensors, NumPy arrays); velocities are momentum correction's,
-warm-up steps each gradient's steps so far. Error feedback is per rank: each rank's residual is
-what *its* gradients did not send.
+"closed_loop": {"target": ratio, "loops": {name: array of 4}}, "warmup": {"steps": {name: int}},
+"rank": the rank that saved it}``, the arrays being the frontend's (torch tensors, NumPy arrays);
+velocities are momentum correction's, warm-up steps each gradient's steps so far. Error feedback is
+per rank: each rank's residual is what *its* gradients did not send, and loading another rank's
+state warns.
 So a checkpoint written by rank 0 alone resumes exactly only if it holds every rank's state:
 ``{"all_ranks": [state of rank 0, state of rank 1, ...]}``, gathered by one collective, from which
 each rank loads its own part.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import numbers
 import pickle
 import struct
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -71,7 +73,21 @@ def rank_part(state: Any, process_set: Any) -> dict[str, Any]:
                 f"that rank's data; load state[{ALL_RANKS!r}][i] for the ranks you map them to, or skip "
                 "load_state_dict to start DistQ afresh (its residuals then start at zero)"
             )
-        state = parts[process_set.rank()]
+        return _checked_rank_state(parts[process_set.rank()])
+    state = _checked_rank_state(state)
+    saved_on = state.get("rank")
+    if saved_on is not None and saved_on != process_set.rank():
+        warnings.warn(
+            f"DistQ: rank {process_set.rank()} loads the state rank {saved_on} saved. A rank's residuals hold what "
+            "its own gradients did not send, so this rank resumes with another rank's and drifts from the "
+            "uninterrupted run. Save with state_dict(all_ranks=True) on every rank (rank 0 writes the file; each "
+            "rank loads its own part), or save and load one file per rank.",
+            stacklevel=3,
+        )
+    return state
+
+
+def _checked_rank_state(state: Any) -> dict[str, Any]:
     if not isinstance(state, dict) or not {"error_feedback", "closed_loop"} <= set(state):
         raise ValueError(
             "DistQ state: expected a dict with 'error_feedback' and 'closed_loop' (or 'all_ranks'), "

@@ -13,36 +13,48 @@ import horovod.tensorflow as hvd
 import tensorflow as tf
 
 from horovod_distq.compressor import DistQCompressor, SparseContext
+from horovod_distq.config import DistQConfig, document_settings
+from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.tensorflow import world
 from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.encoding import encode
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback, residual_dtype
-from horovod_distq.tensorflow.exchange import GradientExchange
+from horovod_distq.tensorflow.exchange import AllgatherExchange
 from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient, variable_name
 from horovod_distq.tensorflow.ops import sparsify
 from horovod_distq.tensorflow.warmup import WarmupCounter
+from horovod_distq.warmup import Warmup
 
 # How long the first traced step waits for every rank to join the settings check (seconds).
 AGREEMENT_TIMEOUT_VARIABLE = "HOROVOD_DISTQ_AGREEMENT_TIMEOUT"
 AGREEMENT_TIMEOUT_SECONDS = 300.0
 
 
+@document_settings
 class DistQ(DistQCompressor, tf.Module):
-    __doc__ = DistQCompressor.__doc__ + """
-    TensorFlow: pass it to ``hvd.DistributedGradientTape`` or to
-    :func:`horovod_distq.tensorflow.DistributedGradientTape` (which also takes Keras 3 variables and
-    names the state after them). Each compressed gradient travels in its own allgather. Works
-    eagerly and inside ``tf.function``; make it outside any ``tf.function``. Its state lives in
-    ``tf.Variable``s created on first use: ``tf.train.Checkpoint(distq=compression)`` saves and
-    restores this rank's, and ``state_dict()`` gives NumPy copies (every rank's with ``all_ranks=True``).
+    """Horovod compressor for TensorFlow: sends each large gradient as the (index, value) pairs
+    beyond a fitted threshold (:class:`horovod_distq.compressor.DistQCompressor` has the behaviour).
 
-    Args (besides the above):
+    Pass it to ``hvd.DistributedGradientTape``, to :func:`horovod_distq.tensorflow.DistributedGradientTape`
+    (which also takes Keras 3 variables and names the state after them, and sends a step's pairs in
+    one allgather), or to the Keras optimizer of :mod:`horovod_distq.tensorflow.keras`. Under
+    Horovod's own tape each compressed gradient travels in its own allgather. Works eagerly and
+    inside ``tf.function``; make it outside any ``tf.function``. Its state lives in
+    ``tf.Variable``s created on first use (or by :meth:`build`): ``tf.train.Checkpoint(distq=compression)``
+    saves and restores this rank's, and ``state_dict()`` gives NumPy copies (every rank's with
+    ``all_ranks=True``).
+
+    Args:
+        {settings}
         process_set: the process set the tape reduces over (Horovod does not tell compressors).
 
-    Raises (besides the above):
-        ValueError: made inside a ``tf.function``.
+    Raises:
+        ValueError: an invalid setting, or made inside a ``tf.function``.
+        TypeError: a parameter the family does not take.
 
     Example:
+        >>> compression = DistQ(ratio=0.01)
+        >>> tape = horovod_distq.tensorflow.DistributedGradientTape(tape, compression=compression)
         >>> tf.train.Checkpoint(model=model, distq=compression).save(path)       # per rank
         >>> state = compression.state_dict(all_ranks=True)                       # or on rank 0
     """
@@ -51,20 +63,42 @@ class DistQ(DistQCompressor, tf.Module):
     _encode = staticmethod(encode)
 
     def __init__(
-        self, ratio: float, *args: Any, process_set: hvd.ProcessSet = hvd.global_process_set, **kwargs: Any
+        self,
+        ratio: float,
+        distribution: str = "auto",
+        error_feedback: bool = True,
+        min_numel: int = 1024,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        value_encoding: str = "auto",
+        stages: int | None = None,
+        closed_loop: bool = True,
+        exchange: str = "auto",
+        warmup: Warmup | int | None = None,
+        momentum: float = 0.0,
+        *,
+        process_set: hvd.ProcessSet = hvd.global_process_set,
+        **family_params: Any,
     ) -> None:
         if tf.inside_function():
             raise ValueError(
                 "make DistQ outside any tf.function (e.g. beside the model): it keeps state across steps in "
                 "variables, and a tf.function that makes one per call would make new ones every trace"
             )
+        config = DistQConfig(
+            ratio=ratio, distribution=distribution, error_feedback=error_feedback, min_numel=min_numel,
+            sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
+            exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
+        )
         tf.Module.__init__(self, name="distq")
-        DistQCompressor.__init__(self, ratio, *args, **kwargs)
-        self.names = GradientNames()
-        self.memory = ErrorFeedback(self.config.momentum)
-        self.controller = RatioController(self.config.ratio)
-        self.schedule = WarmupCounter(self.config.warmup_factors)
-        self.exchange = GradientExchange(process_set)
+        DistQCompressor.__init__(
+            self,
+            config,
+            names=GradientNames(),
+            memory=ErrorFeedback(config.momentum),
+            controller=RatioController(config.ratio),
+            schedule=WarmupCounter(config.warmup_factors),
+            exchange=AllgatherExchange(process_set),
+        )
         # Per gradient, [selected, threshold] of its last step, for stats.
         self.selections: dict[str, tf.Variable] = {}
         self._settings_agreed = False

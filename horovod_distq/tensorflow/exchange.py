@@ -3,21 +3,24 @@
 Horovod's tape compresses each gradient inside its own ``tf.cond``, so under Horovod's tape each
 compressed gradient travels in its own grouped allgather (its header and its payload), run by its
 ``decompress()``. Where the caller reduces a whole step at once (the Keras optimizer of
-:mod:`horovod_distq.tensorflow.keras`), :meth:`GradientExchange.one_round` sends every compressed
+:mod:`horovod_distq.tensorflow.keras`), :meth:`AllgatherExchange.one_round` sends every compressed
 gradient of the step in one grouped allgather instead. Either way the pairs travel after the
 placeholders' allreduce (``DistQ.decompress`` and the reducer make the allgather depend on it:
 TensorFlow does not order Horovod's collectives by itself), so ranks that disagree on
 compressing a gradient fail there instead of waiting in an allgather only some of them join.
 Graph-friendly: counts stay tensors, the gathered payload is parsed with dynamic offsets, and the
-checks are TensorFlow assertions that every parsing step depends on, so it works eagerly and
-inside ``tf.function`` and ``tf.cond`` alike.
+checks, :meth:`horovod_distq.wire.RoundLayout.checks` built into the graph as they are stated there,
+are one TensorFlow assertion that every parsing step depends on (and one for the decoded indices),
+so it works eagerly and inside ``tf.function`` and ``tf.cond`` alike. The assertion's messages are
+one template per column of checks, the failing rank written in when it fails: a traced step's
+strings do not grow with the ranks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 import horovod.tensorflow as hvd
 import numpy as np
@@ -30,7 +33,7 @@ from horovod_distq.tensorflow import world
 from horovod_distq.tensorflow.encoding import as_bytes, decode_segments, from_bytes
 
 
-class GradientExchange:
+class AllgatherExchange:
     """Exchanges compressed gradients' pairs: each in a grouped allgather of its own, or all of a
     step's in one (:meth:`one_round`).
 
@@ -151,7 +154,7 @@ def pack_round(
     """
     counts = tf.stack([tf.size(p.indices, out_type=tf.int64) for p in pairs]) if pairs else tf.zeros([0], tf.int64)
     # round_layout.header(counts), with the payload's size summed as one vector operation.
-    payload_bytes = tf.reduce_sum(_segment_bytes(round_layout, counts[None]))
+    payload_bytes = tf.reduce_sum(round_layout.segment_sizes(counts, _GraphArrays))
     fixed = tf.constant([len(round_layout.tensors), round_layout.checksum], tf.int64)
     fields = tf.concat([fixed, payload_bytes[None], counts], axis=0)
     header = tf.identity(as_bytes(fields), name=op_name and op_name + "_header")
@@ -171,10 +174,10 @@ def parse_round(
     (``ranks`` may be an int64 scalar read when the step runs: :mod:`horovod_distq.tensorflow.world`).
 
     Vectorised over ranks and tensors, so that a traced step's graph does not grow with the ranks
-    (nor its operations with the tensors):
-    the checks of :meth:`horovod_distq.wire.RoundLayout.checks` as a table of conditions, then one
-    gather of the indices and one of the values per kind of tensor (index dtype and encoding; a
-    round has one kind unless its gradients' dtypes or sizes differ), split by tensor.
+    (nor its operations with the tensors): the table of
+    :meth:`horovod_distq.wire.RoundLayout.checks`, evaluated in TensorFlow ops, as one assertion;
+    then one gather of the indices and one of the values per kind of tensor (index dtype and
+    encoding; a round has one kind unless its gradients' dtypes or sizes differ), split by tensor.
 
     Raises:
         tf.errors.InvalidArgumentError: with the message of :mod:`horovod_distq.wire` of the first
@@ -183,12 +186,14 @@ def parse_round(
             the same bytes, so every rank raises it.
     """
     headers = _header_table(round_layout, ranks, gathered_header)
-    checks = _round_checks(round_layout, headers, gathered_header, gathered_payload)
-    checked = _assert_table(*checks, after=[])
+    header_length = tf.size(gathered_header, out_type=tf.int64)
+    payload_length = tf.size(gathered_payload, out_type=tf.int64)
+    checks = round_layout.checks(headers, ranks, header_length, payload_length, _GraphArrays)
+    checked = _assert_table(_stacked(checks), checks.messages, after=[])
     # Created under the checks' assertion, so no gather or bitcast runs on data that failed one.
     with tf.control_dependencies(checked):
         counts = headers[:, wire.HEADER_FIELDS :]
-        flat_bytes = tf.reshape(_segment_bytes(round_layout, counts), [-1])
+        flat_bytes = tf.reshape(round_layout.segment_sizes(counts, _GraphArrays), [-1])
         starts = tf.reshape(tf.cumsum(flat_bytes, exclusive=True), [ranks, -1])
         decoded = []
         index_failures = []
@@ -209,7 +214,7 @@ def parse_round(
             index_failures.append((positions, tf.reshape(failed, [ranks, len(positions)])))
             decoded.append((positions, indices, values, tensor))
         failures = _scatter_columns(index_failures, ranks, len(round_layout.tensors))
-        templates = MessageTable([wire.index_message(RANK, layout) for layout in round_layout.tensors], [])
+        templates = wire.MessageTable([wire.index_message(wire.RANK, layout) for layout in round_layout.tensors], [])
         checked = _assert_table(tf.reshape(~failures, [-1]), templates, after=checked)
     # Split by tensor under the index checks' assertion: no pair leaves before every index passed.
     pairs: list[Any] = [None] * len(round_layout.tensors)
@@ -235,52 +240,31 @@ def _header_table(round_layout: wire.RoundLayout, ranks: int | tf.Tensor, gather
     return tf.reshape(from_bytes(fitted, tf.int64), [ranks, round_layout.header_items])
 
 
-def _round_checks(
-    round_layout: wire.RoundLayout, headers: tf.Tensor, gathered_header: tf.Tensor, gathered_payload: tf.Tensor
-) -> tuple[tf.Tensor, MessageTable]:
-    """The conditions and messages of :meth:`horovod_distq.wire.RoundLayout.checks`, in its order
-    (per rank: header arrived, agreement, whole header, each count, declared payload, payload
-    arrived; then the two totals), computed for every rank at once."""
-    ranks = tf.shape(headers, out_type=tf.int64)[0] if headers.shape[0] is None else headers.shape[0]
-    header_bytes = round_layout.header_bytes
-    header_length = tf.size(gathered_header, out_type=tf.int64)
-    payload_length = tf.size(gathered_payload, out_type=tf.int64)
-    header_starts = tf.range(ranks, dtype=tf.int64) * header_bytes
-    counts = headers[:, wire.HEADER_FIELDS :]
-    declared = headers[:, wire.PAYLOAD_BYTES_FIELD]
-    per_rank = tf.concat([
-        (header_length >= header_starts + wire.HEADER_FIELDS * wire.HEADER_ITEM_BYTES)[:, None],
-        ((headers[:, wire.TENSORS_FIELD] == len(round_layout.tensors))
-         & (headers[:, wire.CHECKSUM_FIELD] == round_layout.checksum))[:, None],
-        (header_length >= header_starts + header_bytes)[:, None],
-        (counts >= 0) & (counts <= _per_tensor(round_layout, "numel")),
-        (declared == tf.reduce_sum(_segment_bytes(round_layout, counts), axis=1))[:, None],
-        (tf.cumsum(declared) <= payload_length)[:, None],
-    ], axis=1)
-    totals = tf.stack([header_length == ranks * header_bytes, payload_length == tf.reduce_sum(declared)])
-    per_rank_messages = [wire.header_cut_message(RANK, header_bytes), wire.mismatch_message(RANK, round_layout.names),
-                         wire.header_cut_message(RANK, header_bytes)]
-    per_rank_messages += [wire.count_message(RANK, layout) for layout in round_layout.tensors]
-    per_rank_messages += [wire.declared_payload_message(RANK), wire.payload_cut_message(RANK)]
-    # The totals' messages name the last rank: RANK there too, written in as ranks - 1.
-    totals_messages = [wire.header_surplus_message(RANK), wire.payload_surplus_message(RANK)]
-    return tf.concat([tf.reshape(per_rank, [-1]), totals], axis=0), MessageTable(per_rank_messages, totals_messages)
+class _GraphArrays:
+    """:class:`horovod_distq.wire.ArrayOps` in TensorFlow ops: how this frontend builds the checks,
+    eagerly or into a traced graph (where the number of ranks may be a tensor)."""
+
+    @staticmethod
+    def int64(values: Sequence[int]) -> tf.Tensor:
+        return tf.constant(list(values), tf.int64)
+
+    @staticmethod
+    def arange(length: int | tf.Tensor) -> tf.Tensor:
+        return tf.range(length, dtype=tf.int64)
+
+    @staticmethod
+    def sum(array: tf.Tensor, axis: int) -> tf.Tensor:
+        return tf.reduce_sum(array, axis)
+
+    @staticmethod
+    def cumsum(array: tf.Tensor, axis: int) -> tf.Tensor:
+        return tf.cumsum(array, axis)
 
 
-def _segment_bytes(round_layout: wire.RoundLayout, counts: tf.Tensor) -> tf.Tensor:
-    """Bytes of each segment for ``counts`` ([ranks, tensors] pairs): ``TensorLayout.segment_bytes``, vectorised."""
-    return counts * _per_tensor(round_layout, "pair_bytes") + _per_tensor(round_layout, "scale_bytes")
-
-
-def _per_tensor(round_layout: wire.RoundLayout, what: str) -> tf.Tensor:
-    """A row of one int64 per tensor of the round: its ``numel``, ``pair_bytes`` or ``scale_bytes``."""
-    if what == "numel":
-        row = [layout.numel for layout in round_layout.tensors]
-    elif what == "pair_bytes":
-        row = [layout.pair_bytes() for layout in round_layout.tensors]
-    else:
-        row = [value_encoding(layout.encoding).scale_bytes for layout in round_layout.tensors]
-    return tf.constant([row], tf.int64)
+def _stacked(checks: wire.CheckTable) -> tf.Tensor:
+    """The table's conditions as one bool vector, in the order the checks run (see ``CheckTable``)."""
+    per_rank = tf.concat([check.passed for check in checks.per_rank], axis=1)
+    return tf.concat([tf.reshape(per_rank, [-1]), tf.stack([check.passed for check in checks.totals])], axis=0)
 
 
 def _tensor_kinds(round_layout: wire.RoundLayout) -> dict[tuple[str, str, str | None], list[int]]:
@@ -301,29 +285,7 @@ def _scatter_columns(columns: list[tuple[list[int], tf.Tensor]], ranks: int, ten
     return tf.gather(joined, [order.index(position) for position in range(tensors)], axis=1)
 
 
-# Stands for the rank in a message template: the rank is written in when a check fails, so the
-# graph holds one message per kind of check, not one per rank.
-RANK = -7_070_707
-_RANK_TEXT = f"rank {RANK}"
-
-
-class MessageTable(NamedTuple):
-    """The failure messages of a flat table of checks: ``per_rank`` templates (one per column,
-    repeated for every rank, naming it as :data:`RANK`), then ``trailing`` messages (naming the
-    last rank as :data:`RANK`, if any)."""
-
-    per_rank: list[str]
-    trailing: list[str]
-
-    def at(self, position: int, ranks: int) -> str:
-        """The message of the check at ``position`` of a table of ``ranks`` ranks' checks."""
-        rank, column = divmod(position, len(self.per_rank))
-        if rank >= ranks:
-            return self.trailing[position - ranks * len(self.per_rank)].replace(_RANK_TEXT, f"rank {ranks - 1}")
-        return self.per_rank[column].replace(_RANK_TEXT, f"rank {rank}")
-
-
-def _assert_table(passed: tf.Tensor, messages: MessageTable, after: list[Any]) -> list[Any]:
+def _assert_table(passed: tf.Tensor, messages: wire.MessageTable, after: list[Any]) -> list[Any]:
     """One assertion for a table of checks (a bool vector: ``messages.per_rank`` columns per rank,
     then ``messages.trailing``), reporting the first that fails (the same on every rank, eagerly
     as in a graph). Returns the control inputs for what may only run once the checks passed."""
@@ -341,6 +303,6 @@ def _assert_table(passed: tf.Tensor, messages: MessageTable, after: list[Any]) -
     template = tf.gather(messages.per_rank + messages.trailing,
                          tf.where(in_table, first_failure % columns, columns + first_failure - per_rank_checks))
     rank = tf.strings.as_string(tf.where(in_table, first_failure // columns, per_rank_checks // columns - 1))
-    message = tf.strings.regex_replace(template, _RANK_TEXT, tf.strings.join(["rank ", rank]))
+    message = tf.strings.regex_replace(template, wire.RANK_TEXT, tf.strings.join(["rank ", rank]))
     with tf.control_dependencies(after):
         return [tf.debugging.Assert(tf.reduce_all(passed), [message])]

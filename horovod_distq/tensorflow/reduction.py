@@ -3,9 +3,12 @@
 
 Horovod's tape reduces each gradient inside a ``tf.cond`` of its own (one allreduce, and with
 DistQ one allgather, per gradient), which makes a traced step's graph and its first trace grow
-with every gradient. :class:`GradientReducer` compresses every gradient, sends the dense ones and
-DistQ's placeholders in one grouped allreduce per dtype, then DistQ's pairs of every compressed
-gradient in one grouped allgather: the same collectives whatever the number of layers.
+with every gradient. :class:`GradientReducer` passes every gradient tensor through the compressor,
+sends what comes out (the gradients DistQ leaves uncompressed, and the placeholders of those it
+sparsifies) in one grouped allreduce per dtype, then DistQ's pairs of every compressed gradient in
+one grouped allgather: the same collectives whatever the number of layers. ``tf.IndexedSlices``
+gradients (an embedding's, already sparse as TensorFlow hands them over) skip the compressor and
+travel as Horovod sends them.
 """
 
 from __future__ import annotations
@@ -100,28 +103,34 @@ class GradientReducer:
             return list(gradients)  # as Horovod: one worker has nothing to reduce, nothing compressed
         reduced: list[Any] = [None] * len(gradients)
         present = [i for i, g in enumerate(gradients) if g is not None]
-        sparse = [i for i in present if isinstance(gradients[i], tf.IndexedSlices)]
-        dense = [i for i in present if not isinstance(gradients[i], tf.IndexedSlices)]
-        if sparse:
+        # Positions of the tf.IndexedSlices gradients and of the plain tensors. Only the tensors go
+        # through the compressor: DistQ sparsifies them, while slices hold only the rows they touch.
+        slices = [i for i in present if isinstance(gradients[i], tf.IndexedSlices)]
+        tensors = [i for i in present if not isinstance(gradients[i], tf.IndexedSlices)]
+        if slices:
             # Horovod allgathers IndexedSlices (its scale factors do not apply; the average is the same).
-            slices = hvd.grouped_allreduce([gradients[i] for i in sparse], op=self.op, process_set=self.process_set)
-            for i, gradient in zip(sparse, slices):
+            gathered = hvd.grouped_allreduce([gradients[i] for i in slices], op=self.op, process_set=self.process_set)
+            for i, gradient in zip(slices, gathered):
                 reduced[i] = gradient
-        if dense:
+        if tensors:
             names = [variable_name(v) for v in variables] if names is None else list(names)
-            local = [gradients[i] for i in dense]
+            local = [gradients[i] for i in tensors]
 
-            def reduce_dense() -> list[tf.Tensor]:
-                return self._reduce_dense(local, [variables[i] for i in dense], [names[i] for i in dense])
+            def reduce_tensors() -> list[tf.Tensor]:
+                return self._reduce_tensors(local, [variables[i] for i in tensors], [names[i] for i in tensors])
 
             # A traced step under Horovod's elastic mode decides when it runs, as Horovod's tape does
             # there: the same trace serves one worker (nothing reduced) and several.
-            summed = reduce_dense() if reduces is True else tf.cond(reduces, reduce_dense, lambda: local)
-            for i, gradient in zip(dense, summed):
+            summed = reduce_tensors() if reduces is True else tf.cond(reduces, reduce_tensors, lambda: local)
+            for i, gradient in zip(tensors, summed):
                 reduced[i] = gradient
         return reduced
 
-    def _reduce_dense(self, gradients: list[tf.Tensor], variables: list[Any], names: list[str]) -> list[tf.Tensor]:
+    def _reduce_tensors(self, gradients: list[tf.Tensor], variables: list[Any], names: list[str]) -> list[tf.Tensor]:
+        """The step's gradient tensors reduced through the compressor. With DistQ, each gradient it
+        sparsifies travels as a placeholder in the grouped allreduce and as pairs in the step's one
+        allgather, the others whole in the allreduce; a Horovod compressor's output (fp16, ...)
+        travels whole in the allreduce."""
         distq = self.compression if isinstance(self.compression, DistQ) else None
         backing = [backing_variable(v) for v in variables]
         with distq.names.given(names, backing) if distq else nullcontext(), \

@@ -9,13 +9,16 @@ import horovod.torch as hvd
 import torch
 
 from horovod_distq.compressor import DistQCompressor, SparseContext
+from horovod_distq.config import DistQConfig, document_settings
+from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.encoding import dtype_name, encode
 from horovod_distq.torch.error_feedback import ErrorFeedback, residual_dtype
-from horovod_distq.torch.exchange import RoundStats, StepExchange
+from horovod_distq.torch.exchange import AllgatherExchange, RoundStats
 from horovod_distq.torch.naming import ParameterNames
 from horovod_distq.torch.ops import sparsify
 from horovod_distq.torch.warmup import WarmupCounter
+from horovod_distq.warmup import Warmup
 
 
 class TorchCompressor(DistQCompressor):
@@ -69,31 +72,65 @@ class TorchCompressor(DistQCompressor):
         return dense.view(ctx.shape).to(ctx.dtype)
 
 
+@document_settings
 class DistQ(TorchCompressor):
-    __doc__ = DistQCompressor.__doc__ + """
-    PyTorch: the pairs of all gradients of a step travel in one Horovod allgather (ranks may
-    compress in different orders). Error feedback is keyed by the parameter names the optimizer
-    was given (``named_parameters=``); ``state_dict()`` holds the residuals and the closed-loop state
-    as tensors, for ``torch.save``.
+    """Horovod compressor for PyTorch: sends each large gradient as the (index, value) pairs beyond
+    a fitted threshold (:class:`horovod_distq.compressor.DistQCompressor` has the behaviour).
 
-    Args (besides the above):
+    Pass it to ``hvd.DistributedOptimizer(compression=...)``. The pairs of all gradients of a step
+    travel in one Horovod allgather (ranks may compress in different orders). Error feedback is
+    keyed by the parameter names the optimizer was given (``named_parameters=``); ``state_dict()``
+    holds the residuals and the closed-loop state as tensors, for ``torch.save``.
+
+    Args:
+        {settings}
         process_set: the process set the optimizer uses (Horovod does not tell compressors).
 
+    Raises:
+        ValueError: an invalid setting.
+        TypeError: a parameter the family does not take.
+
     Example:
+        >>> compression = DistQ(ratio=0.01)
+        >>> opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(),
+        ...                                compression=compression)
+        >>> ...  # train; then
+        >>> compression.stats["fc.weight"].achieved_ratio
         >>> state = compression.state_dict(all_ranks=True)   # every rank; rank 0 saves it
         >>> if hvd.rank() == 0:
         ...     torch.save({"model": model.state_dict(), "distq": state}, path)
     """
 
     def __init__(
-        self, ratio: float, *args: Any, process_set: hvd.ProcessSet = hvd.global_process_set, **kwargs: Any
+        self,
+        ratio: float,
+        distribution: str = "auto",
+        error_feedback: bool = True,
+        min_numel: int = 1024,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        value_encoding: str = "auto",
+        stages: int | None = None,
+        closed_loop: bool = True,
+        exchange: str = "auto",
+        warmup: Warmup | int | None = None,
+        momentum: float = 0.0,
+        *,
+        process_set: hvd.ProcessSet = hvd.global_process_set,
+        **family_params: Any,
     ) -> None:
-        super().__init__(ratio, *args, **kwargs)
-        self.names = ParameterNames()
-        self.memory = ErrorFeedback(self.config.momentum)
-        self.controller = RatioController(self.config.ratio)
-        self.schedule = WarmupCounter(self.config.warmup_factors)
-        self.exchange = StepExchange(process_set)
+        config = DistQConfig(
+            ratio=ratio, distribution=distribution, error_feedback=error_feedback, min_numel=min_numel,
+            sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
+            exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
+        )
+        super().__init__(
+            config,
+            names=ParameterNames(),
+            memory=ErrorFeedback(config.momentum),
+            controller=RatioController(config.ratio),
+            schedule=WarmupCounter(config.warmup_factors),
+            exchange=AllgatherExchange(process_set),
+        )
 
     @property
     def last_round(self) -> RoundStats | None:

@@ -15,18 +15,19 @@ Example:
 
 # No ``from __future__ import annotations``: DDP compares the hook's annotations with the classes
 # themselves (dist.GradBucket, torch.futures.Future[torch.Tensor]) and refuses strings.
-import dataclasses
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from horovod_distq.compressor import DistQCompressor
+from horovod_distq.config import DistQConfig, document_settings
+from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.torch.compressor import TorchCompressor
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.ddp_exchange import ProcessGroupExchange
 from horovod_distq.torch.error_feedback import ErrorFeedback
 from horovod_distq.torch.warmup import WarmupCounter
+from horovod_distq.warmup import Warmup
 
 
 class ModuleParameterNames:
@@ -68,22 +69,21 @@ class ModuleParameterNames:
         return name
 
 
+@document_settings
 class DistQState(TorchCompressor):
-    __doc__ = DistQCompressor.__doc__.split("\n", 1)[0] + """
-
-    The state of :func:`distq_hook`, in the style of PyTorch's ``PowerSGDState``: the settings,
+    """The state of :func:`distq_hook`, in the style of PyTorch's ``PowerSGDState``: the settings,
     the error-feedback residuals and closed-loop state, and the process group. It is also the
     compressor, so ``stats``, ``bytes_sent``, ``log_to()`` and ``state_dict()`` are as on
     ``horovod_distq.torch.DistQ``.
 
     Args:
         module: the model DDP wraps; error feedback and stats are keyed by its parameter names.
-        ratio, distribution, error_feedback, min_numel, sample_size, value_encoding, stages,
-            closed_loop, exchange, warmup, momentum, **family_params: as for ``horovod_distq.torch.DistQ``.
+        {settings}
         process_group: the group DDP reduces over; None for the default group.
 
     Raises:
         ValueError: an invalid setting.
+        TypeError: a parameter the family does not take.
 
     Works with ``no_sync()`` (the accumulated gradients are compressed at the step that syncs),
     ``find_unused_parameters`` and ``static_graph``. Ranks whose settings disagree fail in the
@@ -105,16 +105,33 @@ class DistQState(TorchCompressor):
         self,
         module: torch.nn.Module | None,
         ratio: float,
-        *args: Any,
+        distribution: str = "auto",
+        error_feedback: bool = True,
+        min_numel: int = 1024,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
+        value_encoding: str = "auto",
+        stages: int | None = None,
+        closed_loop: bool = True,
+        exchange: str = "auto",
+        warmup: Warmup | int | None = None,
+        momentum: float = 0.0,
+        *,
         process_group: dist.ProcessGroup | None = None,
-        **kwargs: Any,
+        **family_params: Any,
     ) -> None:
-        super().__init__(ratio, *args, **kwargs)
-        self.names = ModuleParameterNames(module)
-        self.memory = ErrorFeedback(self.config.momentum)
-        self.controller = RatioController(self.config.ratio)
-        self.schedule = WarmupCounter(self.config.warmup_factors)
-        self.exchange = ProcessGroupExchange(process_group)
+        config = DistQConfig(
+            ratio=ratio, distribution=distribution, error_feedback=error_feedback, min_numel=min_numel,
+            sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
+            exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
+        )
+        super().__init__(
+            config,
+            names=ModuleParameterNames(module),
+            memory=ErrorFeedback(config.momentum),
+            controller=RatioController(config.ratio),
+            schedule=WarmupCounter(config.warmup_factors),
+            exchange=ProcessGroupExchange(process_group),
+        )
 
     @property
     def process_group(self) -> dist.ProcessGroup | None:
@@ -160,9 +177,7 @@ class DistQState(TorchCompressor):
         return {"config": self.config, "state": self.state_dict()}
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
-        config = saved["config"]
-        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "family_params"}
-        self.__init__(None, **settings, **config.family_params)
+        self.__init__(None, **saved["config"].settings())
         self.load_state_dict(saved["state"])
 
 

@@ -42,7 +42,7 @@ class RoundStats:
 class RoundQueue:
     """The pairs a step submitted, and every rank's pairs once a round has gathered them.
 
-    What the Horovod exchange (:class:`StepExchange`) and the DDP hook's
+    What the Horovod exchange (:class:`AllgatherExchange`) and the DDP hook's
     (``horovod_distq.torch.ddp_exchange``) share; they differ in the collectives that gather a round.
     """
 
@@ -107,7 +107,7 @@ class PackedRound(NamedTuple):
     payload: torch.Tensor
 
 
-class StepExchange(RoundQueue):
+class AllgatherExchange(RoundQueue):
     """Queues each tensor's pairs and exchanges all of them in one Horovod grouped allgather.
 
     Args:
@@ -201,10 +201,10 @@ def parse_round(
             :meth:`horovod_distq.wire.RoundLayout.checks`, or holds an index outside its tensor;
             every rank gathers the same bytes, so every rank raises it.
     """
-    headers = _header_fields(round_layout, ranks, gathered_header)
-    for passed, message in round_layout.checks(headers, gathered_header.numel(), gathered_payload.numel()):
-        if not passed:
-            raise wire.DistQExchangeError(message)
+    header_table = _header_fields(round_layout, ranks, gathered_header)
+    checks = round_layout.checks(header_table, ranks, gathered_header.numel(), gathered_payload.numel(), _HostArrays)
+    _raise_first_failure(checks, ranks)
+    headers = header_table.tolist()
     pieces: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in round_layout.tensors]
     for spans in round_layout.segments(headers):
         for layout, piece, (start, count) in zip(round_layout.tensors, pieces, spans):
@@ -215,13 +215,42 @@ def parse_round(
     return results
 
 
-def _header_fields(round_layout: wire.RoundLayout, ranks: int, gathered_header: torch.Tensor) -> list[list[int]]:
+class _HostArrays:
+    """:class:`horovod_distq.wire.ArrayOps` on host tensors: how this frontend evaluates the checks."""
+
+    @staticmethod
+    def int64(values: Sequence[int]) -> torch.Tensor:
+        return torch.tensor(list(values), dtype=torch.int64)
+
+    @staticmethod
+    def arange(length: int) -> torch.Tensor:
+        return torch.arange(length, dtype=torch.int64)
+
+    @staticmethod
+    def sum(array: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.sum(array, dim=axis)
+
+    @staticmethod
+    def cumsum(array: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.cumsum(array, dim=axis)
+
+
+def _header_fields(round_layout: wire.RoundLayout, ranks: int, gathered_header: torch.Tensor) -> torch.Tensor:
     # Exactly ``ranks`` headers' worth of bytes, cut or zero-padded, so that every field can be read
-    # before the checks tell whether it arrived.
+    # before the checks tell whether it arrived: int64 [ranks, header items], on the host.
     fitted = torch.zeros(ranks * round_layout.header_bytes, dtype=torch.uint8)
     arrived = gathered_header[: fitted.numel()].cpu()
     fitted[: arrived.numel()] = arrived
-    return fitted.view(torch.int64).view(ranks, round_layout.header_items).tolist()
+    return fitted.view(torch.int64).view(ranks, round_layout.header_items)
+
+
+def _raise_first_failure(checks: wire.CheckTable, ranks: int) -> None:
+    # The whole table at once, in its order (per rank, then the totals): one scan for the first failure.
+    per_rank = torch.cat([check.passed for check in checks.per_rank], dim=1).reshape(-1)
+    totals = torch.stack([torch.as_tensor(check.passed) for check in checks.totals])
+    failures = torch.cat([per_rank, totals]).logical_not().nonzero()
+    if failures.numel():
+        raise wire.DistQExchangeError(checks.messages.at(int(failures[0]), ranks))
 
 
 def _check_indices(

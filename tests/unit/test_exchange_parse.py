@@ -1,8 +1,9 @@
 """The exchange's parsers, torch and TensorFlow, without Horovod's collective: the ranks' headers and
 payloads are built by each frontend's own packing code and concatenated as Horovod's grouped
-allgather would. Round trips, the malformed buffers of issue 11, and a fuzz against an independent
+allgather would. Round trips, the malformed buffers of issue 11, a fuzz against an independent
 NumPy parse of the same bytes (``reference_parse``), which states the format of ``horovod_distq.wire``
-in its own code: every outcome must be that parse's result or the DistQ error it predicts."""
+in its own code: every outcome must be that parse's result or the DistQ error it predicts, and the
+checks' one statement (``wire.RoundLayout.checks``): whatever it says, every parser says."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import re
-from collections.abc import Callable
-from typing import NamedTuple
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import horovod.tensorflow as hvd_tf
 import numpy as np
@@ -330,8 +332,8 @@ def test_header_and_payload_sizes() -> None:
     assert gathered.header.size == round_layout.header_bytes == 8 * (3 + 5)
     assert gathered.payload.size == round_layout.payload_bytes(counts)
     assert gathered.header.view(np.int64).tolist() == [5, round_layout.checksum, gathered.payload.size, *counts]
-    assert torch_exchange.StepExchange.round_header_bytes(5) == round_layout.header_bytes
-    per_gradient = tf_exchange.GradientExchange()  # Horovod's tape: each gradient has its own header
+    assert torch_exchange.AllgatherExchange.round_header_bytes(5) == round_layout.header_bytes
+    per_gradient = tf_exchange.AllgatherExchange()  # Horovod's tape: each gradient has its own header
     assert per_gradient.tensor_header_bytes == wire.header_bytes(1) == 32 and per_gradient.round_header_bytes(5) == 0
     with per_gradient.one_round():  # a step in one round: one header for all
         pass
@@ -552,3 +554,127 @@ def test_fuzz_against_the_numpy_parse(parser: str) -> None:
         outcomes[check_against_reference(parser, round_layout, ranks, malformed)] += 1
     # Both outcomes must be common, or the fuzz tests one side only.
     assert min(outcomes.values()) > FUZZ_CASES[parser] // 10, outcomes
+
+
+# --- (d) one statement of the checks, evaluated by every parser ---------------------------------------
+
+
+class NumPyArrays:
+    """``wire.ArrayOps`` in NumPy: the checks' statement evaluated by neither frontend."""
+
+    @staticmethod
+    def int64(values: Sequence[int]) -> np.ndarray:
+        return np.array(values, np.int64)
+
+    @staticmethod
+    def arange(length: int) -> np.ndarray:
+        return np.arange(length, dtype=np.int64)
+
+    @staticmethod
+    def sum(array: np.ndarray, axis: int) -> np.ndarray:
+        return np.sum(array, axis=axis)
+
+    @staticmethod
+    def cumsum(array: np.ndarray, axis: int) -> np.ndarray:
+        return np.cumsum(array, axis=axis)
+
+
+def numpy_checks(
+    round_layout: wire.RoundLayout, ranks: int, gathered: Gathered
+) -> tuple[np.ndarray, wire.MessageTable]:
+    """The statement's table for the gathered bytes, in NumPy: its conditions in order, and its messages."""
+    fitted = np.zeros(ranks * round_layout.header_bytes, np.uint8)
+    arrived = gathered.header[: fitted.size]
+    fitted[: arrived.size] = arrived
+    headers = fitted.view(np.int64).reshape(ranks, round_layout.header_items)
+    table = round_layout.checks(headers, ranks, gathered.header.size, gathered.payload.size, NumPyArrays)
+    per_rank = np.concatenate([check.passed for check in table.per_rank], axis=1).reshape(-1)
+    passed = np.concatenate([per_rank, np.array([check.passed for check in table.totals], bool)])
+    return passed, table.messages
+
+
+def failing_at(position: Callable[[], Any]) -> Callable[..., wire.CheckTable]:
+    """``RoundLayout.checks`` as stated, except that the check at ``position()`` of its table fails.
+
+    ``position`` is called where the checks are built: a traced parser reads a variable there when
+    it runs, so that one trace serves every position.
+    """
+    stated = wire.RoundLayout.checks
+
+    def checks(self: wire.RoundLayout, headers: Any, ranks: Any, header_length: Any, payload_length: Any,
+               ops: wire.ArrayOps) -> wire.CheckTable:
+        table = stated(self, headers, ranks, header_length, payload_length, ops)
+        failing = position()
+        columns = len(table.messages.per_rank)
+        per_rank, first_column = [], 0
+        for check in table.per_rank:
+            cell = ops.arange(ranks)[:, None] * columns + (ops.arange(len(check.messages)) + first_column)[None, :]
+            per_rank.append(check._replace(passed=check.passed & (cell != failing)))
+            first_column += len(check.messages)
+        totals = [
+            check._replace(passed=check.passed & (ranks * columns + i != failing))
+            for i, check in enumerate(table.totals)
+        ]
+        return wire.CheckTable(per_rank, totals)
+
+    return checks
+
+
+def fresh_traces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes the traced parsers trace again, so that their graphs hold the checks as patched now."""
+    monkeypatch.setattr(sys.modules[__name__], "_GRAPHS", {})
+    monkeypatch.setattr(sys.modules[__name__], "_ELASTIC_GRAPHS", {})
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_each_stated_check_fails_alike_in_every_parser(parser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A valid round, and the statement made to fail at one check, each in turn (each check's column
+    # for each rank, then the totals): every parser reports that check's message, naming the same
+    # rank, because every parser evaluates the one statement.
+    round_layout, valid = two_ranks()
+    passed, messages = numpy_checks(round_layout, 2, valid)
+    assert passed.all()
+    if parser == "torch":
+        failing = [0]
+        monkeypatch.setattr(wire.RoundLayout, "checks", failing_at(lambda: failing[0]))
+    else:
+        variable = tf.Variable(0, dtype=tf.int64)
+        monkeypatch.setattr(wire.RoundLayout, "checks", failing_at(variable.read_value))
+    fresh_traces(monkeypatch)
+    for position in range(passed.size):
+        if parser == "torch":
+            failing[0] = position
+        else:
+            variable.assign(position)
+        expected = messages.at(position, 2)
+        message = distq_failure(parser, round_layout, 2, valid)
+        assert message is not None and expected in message, (position, expected, message)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_check_added_to_the_statement_reaches_every_parser(parser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rule wire.py does not have, added where the checks are stated and nowhere else.
+    stated = wire.RoundLayout.checks
+    rule = f"DistQ: {wire.RANK_TEXT} sent more than one pair of its first tensor."
+
+    def with_new_rule(self: wire.RoundLayout, headers: Any, ranks: Any, header_length: Any, payload_length: Any,
+                      ops: wire.ArrayOps) -> wire.CheckTable:
+        table = stated(self, headers, ranks, header_length, payload_length, ops)
+        new = wire.Check((headers[:, wire.HEADER_FIELDS] <= 1)[:, None], (rule,))
+        return table._replace(per_rank=[*table.per_rank, new])
+
+    round_layout, valid = two_ranks()  # every rank sends at least two pairs of every tensor
+    monkeypatch.setattr(wire.RoundLayout, "checks", with_new_rule)
+    fresh_traces(monkeypatch)
+    message = distq_failure(parser, round_layout, 2, valid)
+    assert message is not None and "DistQ: rank 0 sent more than one pair of its first tensor." in message, message
+
+
+@pytest.mark.parametrize("attack", [name for name in attacks() if name != "index out of range"])
+def test_the_statement_evaluated_in_numpy_agrees(attack: str) -> None:
+    # Nothing in the statement belongs to a frontend: NumPy arrays give the frontends' verdicts.
+    round_layout, valid = two_ranks()
+    assert numpy_checks(round_layout, 2, valid)[0].all()
+    mutate, expected = attacks()[attack]
+    passed, messages = numpy_checks(round_layout, 2, mutate(round_layout, valid))
+    assert messages.at(int(np.flatnonzero(~passed)[0]), 2) == expected

@@ -59,3 +59,20 @@ def test_parts_are_checked() -> None:
             state.checked_residuals(bad, is_float)
     with pytest.raises(ValueError, match="4 floating-point values"):
         state.checked_loops({"target": 0.01, "loops": {"w": np.zeros(3)}}, 0.01, is_float)
+
+
+def test_loading_another_ranks_state_warns() -> None:
+    """Error feedback is per rank: rank 1 resuming from rank 0's own state would train on rank 0's
+    residuals, which is not the run that was interrupted, so it is told how to save instead."""
+    saved_by_rank_0 = {**rank_state(0), "rank": 0}
+    with pytest.warns(UserWarning, match=r"rank 1 loads the state rank 0 saved.*all_ranks=True"):
+        assert state.rank_part(saved_by_rank_0, ProcessSet(1, 2)) is saved_by_rank_0
+
+
+@pytest.mark.filterwarnings("error")
+def test_own_state_and_all_ranks_parts_load_quietly() -> None:
+    parts = [{**rank_state(rank), "rank": rank} for rank in range(2)]
+    assert state.rank_part(parts[1], ProcessSet(1, 2)) is parts[1]
+    assert state.rank_part({state.ALL_RANKS: parts}, ProcessSet(1, 2)) is parts[1]
+    older = rank_state(0)  # saved before states recorded their rank
+    assert state.rank_part(older, ProcessSet(1, 2)) is older

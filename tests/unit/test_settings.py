@@ -1,0 +1,75 @@
+"""DistQ's settings are defined once (``DistQConfig``); every compressor's signature, defaults and
+documentation must show the same ones, so that ``help()`` and IDEs tell users the truth."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pydoc
+from typing import Any
+
+import pytest
+
+from horovod_distq.compressor import DistQCompressor, NamesRole
+from horovod_distq.config import DistQConfig, setting_names, settings_documentation
+from horovod_distq.tensorflow import DistQ as TensorFlowDistQ
+from horovod_distq.torch import DistQ as TorchDistQ
+from horovod_distq.torch.ddp import DistQState
+
+# Each compressor users make, and the arguments it takes besides the settings.
+COMPRESSORS = {
+    TorchDistQ: {"process_set"},
+    TensorFlowDistQ: {"process_set"},
+    DistQState: {"module", "process_group"},
+}
+
+
+def _config_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(DistQConfig) if f.name != "family_params"}
+
+
+@pytest.mark.parametrize("compressor", list(COMPRESSORS), ids=lambda c: f"{c.__module__}.{c.__name__}")
+def test_signature_matches_the_config(compressor: type) -> None:
+    parameters = inspect.signature(compressor).parameters
+    settings = [name for name in parameters if name not in COMPRESSORS[compressor] and name != "family_params"]
+    assert settings == setting_names(), "the settings, in DistQConfig's order"
+    defaults = _config_defaults()
+    for name in settings:
+        expected = inspect.Parameter.empty if defaults[name] is dataclasses.MISSING else defaults[name]
+        assert parameters[name].default == expected, f"{compressor.__name__}({name}=...) default drifted"
+        assert parameters[name].kind == inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert parameters["family_params"].kind == inspect.Parameter.VAR_KEYWORD
+    assert all(parameters[name].kind == inspect.Parameter.KEYWORD_ONLY for name in COMPRESSORS[compressor] - {"module"})
+
+
+@pytest.mark.parametrize("compressor", list(COMPRESSORS), ids=lambda c: f"{c.__module__}.{c.__name__}")
+def test_help_documents_every_setting(compressor: type) -> None:
+    text = pydoc.render_doc(compressor, renderer=pydoc.plaintext)
+    assert "{settings}" not in text
+    for name in [*setting_names(), *COMPRESSORS[compressor]]:
+        assert f"{name}:" in text, f"help({compressor.__name__}) does not document {name}"
+    assert f"{compressor.__name__}{inspect.signature(compressor)}" in text  # the real signature, with defaults
+
+
+def test_settings_documentation_covers_every_field() -> None:
+    documented = settings_documentation()
+    for field in dataclasses.fields(DistQConfig):
+        assert f"\n        {field.name}:" in "\n" + documented, field.name
+
+
+def test_config_settings_make_the_same_compressor() -> None:
+    config = TorchDistQ(0.05, "student_t", min_numel=7, warmup=3, dof=4.0).config
+    assert TorchDistQ(**config.settings()).config == config
+
+
+def test_a_missing_role_fails_at_construction() -> None:
+    """The base class checks its roles when made, not at the first step."""
+
+    class Incomplete:  # a names role without ``of``
+        how_to_name = "name it"
+
+    made = TorchDistQ(0.01)
+    roles = {role: getattr(made, role) for role in ("names", "memory", "controller", "schedule", "exchange")}
+    with pytest.raises(TypeError, match=r"names=.*NamesRole.*Incomplete lacks of"):
+        DistQCompressor.__init__(made, made.config, **{**roles, "names": Incomplete()})
+    assert isinstance(made.names, NamesRole)

@@ -5,14 +5,17 @@ bindings: the torch extension ``horovod_distq._torch_ops`` (``csrc/torch``) and 
 library ``horovod_distq._tensorflow_ops`` (``csrc/tensorflow``), compiled with TensorFlow's own
 compile and link flags. Each is built only when its framework is importable, and against the one
 installed (pip's ``--no-build-isolation``: no isolated build environment downloads another). The
-framework versions are recorded in ``horovod_distq/_build_info.json`` so a later mismatch fails
-with a readable message instead of an undefined symbol.
+framework version each library was built against is written beside it (``<library>.build.json``,
+in the build's own output: an editable build's package folder, else the wheel's) so that a later
+mismatch fails with a readable message instead of an undefined symbol, and building for one
+environment never changes what another environment's build recorded.
 """
 
 import json
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).parent
 # -Wno-psabi: the 32-byte vector helpers are always inlined, so the AVX argument-passing ABI note is moot.
@@ -23,64 +26,98 @@ def sources(folder: str) -> list[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / folder).glob("*.cpp"))
 
 
-def torch_extension(build_info: dict) -> tuple[list, dict]:
-    """The torch custom-op library, or nothing when torch is not installed."""
+def recording_build_info(base: type) -> type:
+    """``base`` (a ``build_ext``) writing each library's ``<library>.build.json`` next to it (in the
+    build folder, and in the package folder for an editable install): the framework version its
+    ``built_against`` attribute names."""
+
+    def record(folder: Path, ext: Extension) -> None:
+        info = folder / (ext.name.rsplit(".", 1)[-1] + ".build.json")
+        info.write_text(json.dumps(ext.built_against, indent=2) + "\n")
+
+    class BuildExtRecordingFrameworks(base):
+        def build_extension(self, ext: Extension) -> None:
+            super().build_extension(ext)
+            record(Path(self.get_ext_fullpath(ext.name)).parent, ext)
+
+        def copy_extensions_to_source(self) -> None:
+            super().copy_extensions_to_source()
+            build_py = self.get_finalized_command("build_py")
+            for ext in self.extensions:
+                record(Path(build_py.get_package_dir(ext.name.rsplit(".", 1)[0])), ext)
+
+    return BuildExtRecordingFrameworks
+
+
+def torch_extension() -> tuple[list, type | None]:
+    """The torch custom-op library and torch's ``build_ext``, or nothing when torch is not installed."""
     try:
         import torch
         from torch.utils.cpp_extension import BuildExtension, CppExtension
     except ImportError:
-        return [], {}
-    build_info["torch"] = torch.__version__
+        return [], None
     extension = CppExtension(
         "horovod_distq._torch_ops",
         sources("core") + sources("torch"),
         extra_compile_args={"cxx": CXX_FLAGS},
         extra_link_args=["-fopenmp"],
     )
-    return [extension], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)}
+    extension.built_against = {"torch": torch.__version__}
+    return [extension], BuildExtension.with_options(no_python_abi_suffix=False)
 
 
-def tensorflow_extension(build_info: dict) -> list:
+def tensorflow_extension() -> list:
     """The TensorFlow op library, or nothing when TensorFlow is not installed."""
     try:
         import tensorflow as tf
     except ImportError:
         return []
-    build_info["tensorflow"] = tf.__version__
     # TensorFlow's headers as system headers: their own warnings are not this project's.
     compile_flags = [f"-isystem{f[2:]}" if f.startswith("-I") else f for f in tf.sysconfig.get_compile_flags()]
-    return [
-        Extension(
-            "horovod_distq._tensorflow_ops",
-            sources("core") + sources("tensorflow"),
-            language="c++",
-            extra_compile_args=compile_flags + CXX_FLAGS,
-            extra_link_args=tf.sysconfig.get_link_flags() + ["-fopenmp"],
-        )
-    ]
+    extension = Extension(
+        "horovod_distq._tensorflow_ops",
+        sources("core") + sources("tensorflow"),
+        language="c++",
+        extra_compile_args=compile_flags + CXX_FLAGS,
+        extra_link_args=[*tf.sysconfig.get_link_flags(), "-fopenmp"],
+    )
+    extension.built_against = {"tensorflow": tf.__version__}
+    return [extension]
 
 
-build_info: dict = {}
-extensions, cmdclass = torch_extension(build_info)
-extensions += tensorflow_extension(build_info)
-(ROOT / "horovod_distq" / "_build_info.json").write_text(json.dumps(build_info, indent=2) + "\n")
+extensions, torch_build_ext = torch_extension()
+extensions += tensorflow_extension()
 
 setup(
     name="horovod-distq",
     version="0.1.0",
     description="Gradient sparsification by fitted-distribution thresholds for Horovod",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
     packages=find_packages(include=["horovod_distq", "horovod_distq.*"]),
-    package_data={"horovod_distq": ["_build_info.json"]},
-    python_requires=">=3.9",
+    # Python 3.11 is the one the tests run on.
+    python_requires=">=3.11",
     install_requires=["numpy"],
     extras_require={
-        # torch.library.register_fake (the ops' fake kernels) came with torch 2.4.
+        # torch.library.register_fake (the ops' fake kernels) came with torch 2.4. Horovod is a
+        # source build: install it first, as its docs say, then this package with --no-build-isolation.
         "torch": ["torch>=2.4", "horovod>=0.28.1"],
         "tensorflow": ["tensorflow>=2.16", "horovod>=0.28.1"],
         "test": ["pytest", "scipy", "scikit-learn", "mpi4py", "ml_dtypes"],
         # The benchmarks (python -m benchmarks) and the examples' data set, outside the package.
         "bench": ["matplotlib", "scikit-learn", "tqdm"],
     },
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Science/Research",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: C++",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: System :: Distributed Computing",
+    ],
     ext_modules=extensions,
-    cmdclass=cmdclass,
+    cmdclass={"build_ext": recording_build_info(torch_build_ext or build_ext)},
 )

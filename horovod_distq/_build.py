@@ -6,8 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-_BUILD_INFO = Path(__file__).resolve().parent / "_build_info.json"
-_REBUILD = "Rebuild it against this one: pip install --no-build-isolation -e ."
+_REBUILD = "Rebuild it against this one: pip install --no-build-isolation ."
 
 
 def compiled_library(module: str, framework: str, version: str) -> str:
@@ -22,7 +21,9 @@ def compiled_library(module: str, framework: str, version: str) -> str:
             f"horovod_distq was installed without its {framework} library (was {framework} importable when "
             f"it was built?). {_REBUILD}"
         )
-    built = json.loads(_BUILD_INFO.read_text()) if _BUILD_INFO.exists() else {}
+    # setup.py writes it beside the library it built, so it describes that library and no other.
+    build_info = Path(spec.origin).with_name(f"{module}.build.json")
+    built = json.loads(build_info.read_text()) if build_info.exists() else {}
     built_with = built.get(framework.lower(), "unknown")
     if built_with != version:
         raise ImportError(

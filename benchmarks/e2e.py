@@ -12,6 +12,7 @@ and openssh-server, and says so when it lacks them; the cluster is removed after
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import SuiteUnavailable, plots
 from examples.common import progress
 from tests.cluster.hosts import INTERFACE, Cluster, ClusterUnavailable
 
@@ -28,7 +30,7 @@ HOSTS = (2,)
 MODELS = ("digits_cnn", "wide_mlp")
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN_PORT = 29400
-__all__ = ["ClusterUnavailable", "all_methods", "report", "run"]
+HELP = "a worker on each of P hosts with shaped links: step time and loss per method"  # its line in ``--help``
 
 # A DDP launch that dies of a signal, or outlives DDP_LAUNCH_SECONDS, is run again, up to
 # DDP_LAUNCHES times; each record counts the launches it took, and a method that failed them all
@@ -151,3 +153,27 @@ def report(records: list[dict]) -> str:
                      f"{r['step_ms_median'] - r['compute_ms_median']:>8.1f} {vs_dense:>8} {vs_fp16:>7} "
                      f"{loss_vs_dense:>10} {r['bytes_sent_last_step']:>11,} {link:>14}")
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m benchmarks e2e``."""
+    parser.add_argument("--hosts", type=int, nargs="+", default=list(HOSTS), help="cluster sizes P")
+    parser.add_argument("--bandwidths", nargs="+", default=list(BANDWIDTHS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="Horovod methods and DDP methods (ddp-*); default: all of both")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--ratio", type=float, default=0.01)
+
+
+def command(args: argparse.Namespace) -> list[dict]:
+    """``python -m benchmarks e2e``: runs the clusters, prints the table, draws ``e2e.png``; returns the
+    records for ``e2e.json``. Without root or network namespaces it raises :class:`SuiteUnavailable`."""
+    try:
+        records = run(tuple(args.bandwidths), tuple(args.models), args.methods, args.steps, args.ratio,
+                      tuple(args.hosts))
+    except ClusterUnavailable as error:
+        raise SuiteUnavailable(str(error)) from error
+    print(report(records))
+    plots.e2e(records, args.out / "e2e.png")
+    return records

@@ -6,6 +6,7 @@ the ratios are side by side in one run (timings on a shared 2-core machine are n
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
@@ -13,12 +14,14 @@ import numpy as np
 import torch
 
 import horovod_distq
+from benchmarks import plots
 from benchmarks.baselines import torch_normal_fit, torch_topk
 from examples.common import progress
 from horovod_distq.torch import sparsify
 
 SIZES = (1 << 20, 1 << 24, 1 << 26)
 RATIOS = (0.01, 0.001)
+HELP = "sparsify vs x.sum(), plain-torch fit, torch.topk"  # its line in ``--help``
 
 
 def gradient_like(n: int) -> torch.Tensor:
@@ -84,3 +87,19 @@ def report(records: list[dict]) -> str:
         lines.append(f"{record['n']:>10} {record['ratio']:>6} {record['method']:<24} {record['median_ms']:>10.2f} "
                      f"{record['x_read_pass']:>8.2f} {topk['median_ms'] / record['median_ms']:>8.1f} {target:>11}")
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m benchmarks kernels``."""
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
+    parser.add_argument("--repetitions", type=int, default=9)
+
+
+def command(args: argparse.Namespace) -> list[dict]:
+    """``python -m benchmarks kernels``: times every method, prints the table, draws ``kernels.png``;
+    returns the records for ``kernels.json``."""
+    records = run(tuple(args.sizes), tuple(args.ratios), args.repetitions)
+    print(report(records))
+    plots.kernels(records, args.out / "kernels.png")
+    return records

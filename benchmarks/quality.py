@@ -12,6 +12,7 @@ closed loop (:class:`horovod_distq.torch.RatioController`) after 5 steps of hist
 
 from __future__ import annotations
 
+import argparse
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -236,6 +237,7 @@ def summarize(records: list[dict], min_target: float = 0) -> list[dict]:
 
 KERAS_MODELS = ("keras_digits_cnn",)
 MODELS = ("digits_cnn", "wide_mlp", "char_transformer", *KERAS_MODELS)
+HELP = "achieved/target of each family on real gradients"  # its line in ``--help``
 
 
 def run(models: tuple[str, ...] = MODELS, ratios: tuple[float, ...] = RATIOS,
@@ -280,3 +282,41 @@ def markdown_table(rows: list[dict], loop: bool, stages: tuple[int, ...] = (1, 3
                     f"{r['p95_abs_error']:.2f})" for r in row]
             lines.append(f"| {family} | {stage_count} | " + " | ".join(text) + " |")
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m benchmarks quality``."""
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--steps", type=int, default=240)
+    parser.add_argument("--min-target", type=float, default=100,
+                        help="also summarize only tensors whose target count is at least this")
+
+
+def command(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """``python -m benchmarks quality``: scores every method, prints the tables, writes BENCHMARKS.md's
+    tables to ``quality.md`` and draws ``quality.png``; returns the summaries of all tensors and of
+    those with a target of at least ``--min-target`` entries, for ``quality.json``."""
+    # Imported here, not at the top: convergence_worker imports this module for its Transformer,
+    # and its workers need no matplotlib.
+    from benchmarks import plots
+
+    records, snapshots = run(tuple(args.models), steps=args.steps)
+    summary = {"all": summarize(records), f"target>={args.min_target:g}": summarize(records, args.min_target)}
+    tables = []
+    for subset, rows in summary.items():
+        print(f"== {subset} tensors ==\n{report(rows)}\n{best(rows)}\n")
+        for loop in (False, True):
+            title = f"{subset} tensors, closed loop {'on (after 5 steps)' if loop else 'off (single shot)'}"
+            tables.append(f"### {title}\n\n{markdown_table(rows, loop)}\n")
+    (args.out / "quality.md").write_text("\n".join(tables))
+    plots.quality(shown_snapshot(snapshots, args.models), records, args.out / "quality.png")
+    return summary
+
+
+def shown_snapshot(snapshots: list[Snapshot], models: list[str]) -> Snapshot:
+    """The gradient ``quality.png`` draws: the Transformer's last raw feed-forward weight when that
+    model ran, else the last one captured."""
+    if "char_transformer" not in models:
+        return snapshots[-1]
+    return next(s for s in reversed(snapshots) if s.model == "char_transformer" and s.mode == "raw"
+                and s.tensor.endswith("linear1.weight"))

@@ -9,6 +9,7 @@ exchange moved.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import plots
 from horovod_distq.exchange_cost import dense_link_bytes, sparse_is_cheaper, sparse_link_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +26,7 @@ MEASURED_RANKS = (2, 3, 4, 6, 8)
 RATIOS = (0.01, 0.1)
 MIN_NUMEL = 1024  # DistQ's default
 LAUNCH_SECONDS = 900
+HELP = "bytes per step vs ranks: the cost model to 1024, runs of 2 to 8"  # its line in ``--help``
 
 
 def tensor_sizes(model: str) -> list[int]:
@@ -92,3 +95,22 @@ def report(model_records: list[dict], measured_records: list[dict]) -> str:
         lines.append(f"{r['method']:<13}{r['ratio']:>6g}{r['ranks']:>4}{r['step_ms_median']:>9.1f}"
                      f"{r['link_bytes_per_step']:>13,.0f}{r['sparse_tensors']:>16}")
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m benchmarks scaling``."""
+    parser.add_argument("--models", nargs="+", default=["digits_cnn", "wide_mlp"])
+    parser.add_argument("--measured-model", default="digits_cnn")
+    parser.add_argument("--ranks", type=int, nargs="+", default=list(MEASURED_RANKS))
+    parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
+    parser.add_argument("--steps", type=int, default=10)
+
+
+def command(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """``python -m benchmarks scaling``: the cost model and the measured runs, both tables printed, the
+    model drawn in ``scaling.png``; returns both record lists for ``scaling.json``."""
+    model_records = modelled(tuple(args.models), tuple(args.ratios))
+    measured_records = measured(args.measured_model, tuple(args.ratios), tuple(args.ranks), args.steps)
+    print(report(model_records, measured_records))
+    plots.scaling(model_records, args.out / "scaling.png")
+    return {"model": model_records, "measured": measured_records}

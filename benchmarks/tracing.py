@@ -7,6 +7,7 @@ so no method's trace warms another's caches; TensorFlow's warnings in its output
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -15,13 +16,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.tracing_worker import METHODS
-
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_SECONDS = 1200
 # TensorFlow's C++ warnings (glog's "W<date>" lines) and the one Horovod's tf.cond per gradient brings.
 WARNING = re.compile(r"^(\[\d+\]<stderr>:)?W\d{4} ", re.MULTILINE)
 LOOP_OPTIMIZER = "loop_optimizer.cc"
+# fit-*: model.fit through horovod_distq.tensorflow.keras.DistributedOptimizer (one collective
+# round a step); tape-*: a tf.function loop through Horovod's tape (a tf.cond and collectives per gradient).
+# Here, not in the worker, so that the command line gets them without importing TensorFlow.
+METHODS = ("fit-dense", "fit-fp16", "fit-distq", "tape-dense", "tape-distq")
+HELP = "Keras 3 MobileNetV2, 2 workers: first (traced) step and steady step"  # its line in ``--help``
 
 
 def run(methods: tuple[str, ...] = METHODS, steps: int = 20, ratio: float = 0.01) -> list[dict]:
@@ -57,3 +61,23 @@ def report(records: list[dict]) -> str:
         lines.append(f"{r['method']:<12}{r['gradient_tensors']:>8}{r['first_step_s']:>14.1f}{share:>10}"
                      f"{r['steady_step_ms']:>11.1f}{r['tf_warnings']:>13}")
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m benchmarks tracing``."""
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--ratio", type=float, default=0.01)
+
+
+def command(args: argparse.Namespace) -> list[dict]:
+    """``python -m benchmarks tracing``: runs every method, prints the table, draws ``tracing.png``;
+    returns the records for ``tracing.json``."""
+    # Imported here, not at the top: tracing_worker imports this module for METHODS, and its
+    # workers need no matplotlib.
+    from benchmarks import plots
+
+    records = run(tuple(args.methods), args.steps, args.ratio)
+    print(report(records))
+    plots.tracing(records, args.out / "tracing.png")
+    return records

@@ -21,10 +21,7 @@ import tensorflow as tf
 
 import horovod_distq.tensorflow as distq
 import horovod_distq.tensorflow.keras as distq_keras
-
-# fit-*: model.fit through horovod_distq.tensorflow.keras.DistributedOptimizer (one collective
-# round a step); tape-*: a tf.function loop through Horovod's tape (a tf.cond and collectives per gradient).
-METHODS = ("fit-dense", "fit-fp16", "fit-distq", "tape-dense", "tape-distq")
+from benchmarks.tracing import METHODS
 
 
 def make_compression(method: str, ratio: float):

@@ -20,9 +20,11 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
-def parse_arguments(description: str, default_out: str, switches: dict[str, str] | None = None) -> argparse.Namespace:
+def parse_arguments(description: str, default_out: str, switches: dict[str, str] | None = None,
+                    argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The examples' command line: which compressions to train with, DistQ's settings, training length,
-    and an example's own on/off ``switches`` (flag -> help)."""
+    and an example's own on/off ``switches`` (flag -> help). ``argv``: the arguments to parse instead
+    of ``sys.argv``'s, so that a test can parse an example's command line without running it."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, help_text in (switches or {}).items():
         parser.add_argument(flag, action="store_true", help=help_text)
@@ -36,7 +38,7 @@ def parse_arguments(description: str, default_out: str, switches: dict[str, str]
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(default_out))
     parser.add_argument("--logdir", type=Path, help="write DistQ's per-step stats for TensorBoard here (rank 0)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def parse_elastic_arguments(description: str) -> argparse.Namespace:

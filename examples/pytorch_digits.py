@@ -14,15 +14,34 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import common
 import horovod.torch as hvd
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
 from torch_models import DigitsCNN, as_tensors
 
 from horovod_distq.torch import DistQ
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """This example's command line (``common.parse_arguments``), runs saved under runs/digits by default."""
+    return common.parse_arguments(__doc__, "runs/digits", argv=argv)
+
+
+def telemetry_writer(logdir: Path) -> SummaryWriter:
+    """TensorBoard's writer for ``--logdir``, imported only when asked for: ``torch.utils.tensorboard``
+    imports TensorFlow where it is installed, and imported at the top it cost every worker seconds and
+    printed pages of TensorFlow's and oneDNN's start-up logs in runs that log nothing to TensorBoard."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(logdir))
 
 
 def train(kind: str, args: argparse.Namespace, data) -> dict:
@@ -41,7 +60,7 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
     numels = [p.numel() for p in model.parameters()]
     sent, started = [], time.perf_counter()
     model.train()
-    writer = SummaryWriter(str(args.logdir / kind)) if common.logs_telemetry(args, compression, hvd) else None
+    writer = telemetry_writer(args.logdir / kind) if common.logs_telemetry(args, compression, hvd) else None
 
     def permutation(n: int) -> torch.Tensor:
         return torch.randperm(n, generator=generator)
@@ -72,7 +91,7 @@ def train(kind: str, args: argparse.Namespace, data) -> dict:
 
 
 def main() -> None:
-    args = common.parse_arguments(__doc__, "runs/digits")
+    args = parse_arguments()
     hvd.init()
     torch.set_num_threads(1)  # one core per worker
     common.run_all(args, hvd, train, as_tensors(common.digits_split(args.seed)))

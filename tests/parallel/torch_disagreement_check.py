@@ -8,9 +8,12 @@ from __future__ import annotations
 import horovod.torch as hvd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from horovod_distq.torch import DistQ
 from tests.parallel.common import DISAGREEING_SETTINGS, disagreement_reported
+from tests.parallel.torch_optimizer_check import all_ranks, check_close
+from tests.torch_reference import selected_part
 
 
 def step_with(compression: DistQ, dtype: torch.dtype = torch.float32) -> None:
@@ -45,5 +48,27 @@ def test_disagreeing_gradient_dtypes_fail_in_the_exchange() -> None:
 
 
 def test_different_ratios_are_fine() -> None:
-    # Counts may differ per rank.
-    step_with(DistQ(ratio=0.01 if hvd.rank() == 0 else 0.2, min_numel=10))
+    """Rank 0 keeps 1% of each gradient, rank 1 20%: the ranks send unequal counts, where a wrong
+    per-rank offset into the gathered pairs would show (SIDCo's code splits them evenly). Every
+    rank's reduced gradients must be the average of each rank's own selection, built here from the
+    ranks' raw gradients (exchanged densely) by the reference rule at each rank's ratio."""
+    compression = DistQ(ratio=0.01 if hvd.rank() == 0 else 0.2, min_numel=10)
+    torch.manual_seed(0)  # the same initial weights on every rank
+    model = torch.nn.Linear(64, 32)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(),
+        compression=compression,
+    )
+    generator = torch.Generator().manual_seed(hvd.rank())  # each rank its own batch, so its own gradients
+    x, y = torch.randn(8, 64, generator=generator), torch.randn(8, 32, generator=generator)
+    names, params = zip(*model.named_parameters())
+    raw = torch.autograd.grad(F.mse_loss(model(x), y), params)  # plain autograd: no hooks, no exchange
+    F.mse_loss(model(x), y).backward()
+    optimizer.synchronize()
+    counts = all_ranks(torch.tensor([compression.stats[name].selected for name in names]))
+    assert bool((counts[0] < counts[1]).all()), f"the ranks' counts {counts} do not differ as their ratios do"
+    for name, param, grad in zip(names, params, raw):
+        assert compression.compresses(param), name
+        sent = selected_part(grad, compression)  # a new DistQ's first step fits at its target ratio
+        assert int((sent != 0).sum()) == compression.stats[name].selected, name
+        check_close(param.grad, torch.stack(all_ranks(sent)).mean(0), f"{name} at ratios 0.01 and 0.2")

@@ -2,22 +2,31 @@
 # idempotent: seconds on a set-up machine) and then does its job.
 PYTHON := .venv/bin/python
 HOROVODRUN := .venv/bin/horovodrun
+LINTED := horovod_distq tests examples benchmarks setup.py
 
-.PHONY: setup demo test lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling bench-convergence docker-cpu docker-gpu test-docker
+# `make check` is the quick loop for daily work (lint, unit tests, the 2-worker Gloo checks); `make test`
+# runs everything, as CI does.
+.PHONY: setup demo test check lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling bench-convergence docker-cpu docker-gpu test-docker
 
 setup:
 	bash scripts/setup.sh
 
+# horovodrun checks its build by importing horovod.tensorflow, whose C++ start-up logs would fill a
+# torch run's output: quiet them for the launcher (and the workers, which do not load TensorFlow).
 demo: setup
-	$(HOROVODRUN) -np 2 -H localhost:2 --gloo $(PYTHON) examples/pytorch_digits.py --compression none distq --out runs/digits
+	TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0 $(HOROVODRUN) -np 2 -H localhost:2 --gloo $(PYTHON) examples/pytorch_digits.py --compression none distq --out runs/digits
 
 test: setup
-	$(PYTHON) -m ruff check horovod_distq tests examples benchmarks
+	$(PYTHON) -m ruff check $(LINTED)
 	bash scripts/check_cuda.sh
 	$(PYTHON) -m pytest tests
 
+check: setup
+	$(PYTHON) -m ruff check $(LINTED)
+	$(PYTHON) -m pytest -q tests/unit tests/test_parallel_torch.py tests/test_parallel_tensorflow.py -k "not mpi"
+
 lint: setup
-	$(PYTHON) -m ruff check horovod_distq tests examples benchmarks
+	$(PYTHON) -m ruff check $(LINTED)
 
 # Benchmark suites (BENCHMARKS.md): each writes bench_results/<suite>.json and .png.
 bench-kernels: setup
@@ -50,4 +59,5 @@ docker-gpu:
 # Builds the CPU image from a clean copy of the checkout and runs its checks inside it: slow (a
 # cold build compiles Horovod), so `make test` runs it only when DISTQ_TEST_DOCKER=1 is set.
 test-docker: setup
+	bash scripts/setup.sh docker
 	DISTQ_TEST_DOCKER=1 $(PYTHON) -m pytest -v -rA tests/docker

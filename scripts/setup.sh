@@ -6,8 +6,9 @@
 #   extension and a TensorFlow op library), built against the frameworks already installed.
 # A second run on a set-up machine only checks and returns in seconds.
 #
-# Usage: setup.sh [STEP...]  with STEP among system venv python horovod distq (default: all, in
-# that order). The Docker images (docker/) run the steps in two layers, so that a change to this
+# Usage: setup.sh [STEP...]  with STEP among system venv python horovod distq (default: these, in
+# that order) and docker (buildah, podman and debootstrap where no Docker daemon answers, for
+# `make test-docker`). The Docker images (docker/) run the steps in two layers, so that a change to this
 # package's sources does not rebuild Horovod.
 # Environment (defaults: what `make setup` installs): DISTQ_VENV, DISTQ_TORCH_VERSION,
 # DISTQ_TORCH_INDEX_URL (an extra pip index for torch, e.g. PyTorch's CPU or CUDA wheels),
@@ -139,15 +140,31 @@ install_distq() {
   echo "$sources" > "$stamp"
 }
 
+install_image_builders() {
+  # make test-docker: with no Docker daemon, images are built by buildah from a Debian base that
+  # debootstrap makes and podman imports (docker/local_base.sh): no daemon or registry needed.
+  docker info >/dev/null 2>&1 && return
+  local missing=()
+  command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+  command -v podman >/dev/null 2>&1 || missing+=(podman)
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
 declare -A STEP_FUNCTIONS=(
   [system]=install_debian_packages [venv]=create_venv [python]=install_python_packages
-  [horovod]=build_horovod_wheel [distq]=install_distq
+  [horovod]=build_horovod_wheel [distq]=install_distq [docker]=install_image_builders
 )
 STEPS=("$@")
 [ ${#STEPS[@]} -gt 0 ] || STEPS=(system venv python horovod distq)
 for step in "${STEPS[@]}"; do
   if [ -z "${STEP_FUNCTIONS[$step]:-}" ]; then
-    echo "setup.sh: unknown step '$step' (steps: system venv python horovod distq)" >&2
+    echo "setup.sh: unknown step '$step' (steps: system venv python horovod distq docker)" >&2
     exit 2
   fi
 done

@@ -1,4 +1,4 @@
-"""Plain NumPy/SciPy reference of the fits, thresholds and selection rule (design.md section 3).
+"""Plain NumPy/SciPy reference of the fits, thresholds and selection rule (docs/design.md, section 3).
 
 Written independently of the C++ core: SciPy's distributions give the quantiles, NumPy the
 statistics, and the selection mask is a vectorised comparison.

@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).with_name("horovodrun")
 RANKS = 2
+# Open MPI's daemons notice a host gone silent (off the network: no FIN, no RST) by TCP keepalives on
+# their own connections: after 10 s idle, a probe every 5 s, 3 missed, about 25 s in all, against 8
+# minutes by default; the job then ends with an error. README, "Failure behaviour".
+MPI_KEEPALIVE = "--mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 3"
 CONTROLLERS = {
     "gloo": ["--gloo"],
     # Open MPI refuses root without the flag; CI runs as root on 2 cores.
-    "mpi": ["--mpi", "--mpi-args=--allow-run-as-root --oversubscribe"],
+    "mpi": ["--mpi", f"--mpi-args=--allow-run-as-root --oversubscribe {MPI_KEEPALIVE}"],
 }
 # What horovodrun puts before each piece of a worker's output: ``[1]<stdout>:`` before each line
 # under Gloo; ``[1,1]<stdout>:`` (job, rank) under Open MPI's --tag-output, before each piece it

@@ -178,6 +178,12 @@ class Cluster:
         """Kills everything running on host ``index`` (0-based): its sshd and every worker it started."""
         self._kill_namespace(self.hosts[index].namespace)
 
+    def cut_host(self, index: int) -> None:
+        """Takes host ``index`` (0-based) off the network as a failed switch port or cable does: its
+        port on the switch goes down, so nothing it sends arrives and nothing reaches it, while its
+        processes run on. Its peers see no FIN and no RST: only their own timeouts can tell."""
+        _ip("-n", self.switch, "link", "set", f"port{index + 1}", "down")
+
     def kill_workers(self) -> None:
         """Kills every process on every host but sshd's listeners."""
         listeners = {process.pid for process in self._sshd}

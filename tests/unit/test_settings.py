@@ -57,9 +57,24 @@ def test_settings_documentation_covers_every_field() -> None:
         assert f"\n        {field.name}:" in "\n" + documented, field.name
 
 
-def test_config_settings_make_the_same_compressor() -> None:
-    config = TorchDistQ(0.05, "student_t", min_numel=7, warmup=3, dof=4.0).config
-    assert TorchDistQ(**config.settings()).config == config
+# A value other than the default for every setting (error feedback stays on: momentum needs it).
+NOT_DEFAULT = {"ratio": 0.05, "distribution": "student_t", "error_feedback": True, "min_numel": 7, "sample_size": 100,
+               "value_encoding": "float16", "stages": 2, "closed_loop": False, "exchange": "sparse", "warmup": 3,
+               "momentum": 0.5, "dof": 4.0}
+
+
+def _made(compressor: type, settings: dict[str, Any]) -> Any:
+    return compressor(None, **settings) if compressor is DistQState else compressor(**settings)
+
+
+@pytest.mark.parametrize("compressor", list(COMPRESSORS), ids=lambda c: f"{c.__module__}.{c.__name__}")
+def test_every_setting_reaches_the_config(compressor: type) -> None:
+    """A setting a signature takes but does not pass on would leave its default in force, silently."""
+    assert set(NOT_DEFAULT) - {"dof"} == set(setting_names())
+    config = _made(compressor, NOT_DEFAULT).config
+    assert config.settings() == {**NOT_DEFAULT, "warmup": config.warmup}
+    assert config.warmup is not None and config.warmup.steps == 3
+    assert _made(compressor, config.settings()).config == config
 
 
 def test_a_missing_role_fails_at_construction() -> None:

@@ -36,6 +36,12 @@ def recording_build_info(base: type) -> type:
         info.write_text(json.dumps(ext.built_against, indent=2) + "\n")
 
     class BuildExtRecordingFrameworks(base):
+        def finalize_options(self) -> None:
+            super().finalize_options()
+            # Always compile: a library left as an earlier build made it (distutils skips one newer
+            # than its sources) would be recorded as built against the framework installed now.
+            self.force = True
+
         def build_extension(self, ext: Extension) -> None:
             super().build_extension(ext)
             record(Path(self.get_ext_fullpath(ext.name)).parent, ext)

@@ -6,7 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
-_REBUILD = "Rebuild it against this one: pip install --no-build-isolation ."
+_REBUILD = ("Rebuild it against this one: pip install --no-build-isolation . (into your environment), or "
+            "pip install --no-build-isolation -e . in a checkout (scripts/setup.sh does).")
 
 
 def compiled_library(module: str, framework: str, version: str) -> str:

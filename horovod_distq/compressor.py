@@ -19,7 +19,7 @@ from horovod_distq.config import DistQConfig
 from horovod_distq.encodings import DTYPE_BYTES
 from horovod_distq.exchange_cost import sparse_is_cheaper
 from horovod_distq.selection import SparseSelection
-from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, serialize
+from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, readable_rank, serialize
 from horovod_distq.stats import TensorStats
 from horovod_distq.telemetry import step_scalars
 from horovod_distq.wire import TensorLayout
@@ -287,7 +287,7 @@ class DistQCompressor(ABC):
             ...     torch.save({"model": model.state_dict(), "distq": state}, "ckpt.pt")
         """
         own = {"error_feedback": self.memory.state_dict(), "closed_loop": self.controller.state_dict(),
-               "warmup": self.schedule.state_dict(), "rank": self.exchange.process_set.rank()}
+               "warmup": self.schedule.state_dict(), "rank": readable_rank(self.exchange.process_set)}
         if not all_ranks:
             return own
         gathered = self.exchange.gather_bytes(serialize(own))

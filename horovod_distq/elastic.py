@@ -31,8 +31,9 @@ class DistQStateHandler:
         self.save()
 
     def save(self) -> None:
-        """Keeps a copy of this rank's state (``state_dict()`` returns copies)."""
-        self._saved = self.value.state_dict()
+        """Keeps a copy of this process's state (``state_dict()`` returns copies). It is restored
+        into the same process, whose rank a reset may have renumbered since: so it names no rank."""
+        self._saved = {**self.value.state_dict(), "rank": None}
 
     def restore(self) -> None:
         """Returns to the last saved state and drops the failed step's pending exchange."""

@@ -2,10 +2,10 @@
 
 A rank's state is ``{"error_feedback": {"residuals": {name: array}, "velocities": {name: array}},
 "closed_loop": {"target": ratio, "loops": {name: array of 4}}, "warmup": {"steps": {name: int}},
-"rank": the rank that saved it}``, the arrays being the frontend's (torch tensors, NumPy arrays);
+"rank": the rank that saved it, or None}``, the arrays being the frontend's (torch tensors, NumPy arrays);
 velocities are momentum correction's, warm-up steps each gradient's steps so far. Error feedback is
 per rank: each rank's residual is what *its* gradients did not send, and loading another rank's
-state warns.
+state with ``load_state_dict`` warns (a ``"rank"`` of None loads anywhere without a warning).
 So a checkpoint written by rank 0 alone resumes exactly only if it holds every rank's state:
 ``{"all_ranks": [state of rank 0, state of rank 1, ...]}``, gathered by one collective, from which
 each rank loads its own part.
@@ -70,21 +70,32 @@ def rank_part(state: Any, process_set: Any) -> dict[str, Any]:
         if len(parts) != size:
             raise ValueError(
                 f"DistQ state: saved by {len(parts)} ranks, loaded by {size}. Each rank's residuals belong to "
-                f"that rank's data; load state[{ALL_RANKS!r}][i] for the ranks you map them to, or skip "
-                "load_state_dict to start DistQ afresh (its residuals then start at zero)"
+                f"that rank's data; load {{**state[{ALL_RANKS!r}][i], 'rank': None}} for the ranks you map them to, "
+                "or skip load_state_dict to start DistQ afresh (its residuals then start at zero)"
             )
         return _checked_rank_state(parts[process_set.rank()])
     state = _checked_rank_state(state)
-    saved_on = state.get("rank")
-    if saved_on is not None and saved_on != process_set.rank():
+    saved_on, loading_on = state.get("rank"), readable_rank(process_set)
+    if saved_on is not None and loading_on is not None and saved_on != loading_on:
         warnings.warn(
-            f"DistQ: rank {process_set.rank()} loads the state rank {saved_on} saved. A rank's residuals hold what "
+            f"DistQ: rank {loading_on} loads the state rank {saved_on} saved. A rank's residuals hold what "
             "its own gradients did not send, so this rank resumes with another rank's and drifts from the "
             "uninterrupted run. Save with state_dict(all_ranks=True) on every rank (rank 0 writes the file; each "
-            "rank loads its own part), or save and load one file per rank.",
+            "rank loads its own part), or save and load one file per rank; to load it here on purpose, set its "
+            "'rank' to None.",
             stacklevel=3,
         )
     return state
+
+
+def readable_rank(process_set: Any) -> int | None:
+    """This process's rank in ``process_set``, or None where none can be read: before ``hvd.init()``
+    (or without a torch process group), or outside the process set. A state saved then records no
+    rank, and one loaded then is not checked against its saver's."""
+    try:
+        return process_set.rank()
+    except ValueError:
+        return None
 
 
 def _checked_rank_state(state: Any) -> dict[str, Any]:

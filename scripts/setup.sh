@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up of a fresh Debian machine (as root) for horovod-distq:
 #   Debian's Open MPI, a virtual environment in the checkout (.venv) with torch, TensorFlow (CPU)
-#   and the test tools, Horovod 0.28.1 built from PyPI's sdist for both frameworks (design.md
-#   section 5) and cached as a wheel, and this package with its two compiled libraries (a torch
+#   and the test tools, Horovod 0.28.1 built from PyPI's sdist for both frameworks (docs/design.md,
+#   section 6) and cached as a wheel, and this package with its two compiled libraries (a torch
 #   extension and a TensorFlow op library), built against the frameworks already installed.
 # A second run on a set-up machine only checks and returns in seconds.
 #

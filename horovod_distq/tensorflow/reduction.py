@@ -109,8 +109,9 @@ class GradientReducer:
         tensors = [i for i in present if not isinstance(gradients[i], tf.IndexedSlices)]
         if slices:
             # Horovod allgathers IndexedSlices (its scale factors do not apply; the average is the same).
-            gathered = hvd.grouped_allreduce([gradients[i] for i in slices], op=self.op, process_set=self.process_set)
-            for i, gradient in zip(slices, gathered):
+            reduced_slices = hvd.grouped_allreduce([gradients[i] for i in slices], op=self.op,
+                                                   process_set=self.process_set)
+            for i, gradient in zip(slices, reduced_slices):
                 reduced[i] = gradient
         if tensors:
             names = [variable_name(v) for v in variables] if names is None else list(names)

@@ -57,22 +57,25 @@ def test_settings_documentation_covers_every_field() -> None:
         assert f"\n        {field.name}:" in "\n" + documented, field.name
 
 
-# A value other than the default for every setting (error feedback stays on: momentum needs it).
+# A value other than the default for every setting; error feedback, on by default, goes off in a
+# second set (momentum correction needs it on).
 NOT_DEFAULT = {"ratio": 0.05, "distribution": "student_t", "error_feedback": True, "min_numel": 7, "sample_size": 100,
                "value_encoding": "float16", "stages": 2, "closed_loop": False, "exchange": "sparse", "warmup": 3,
                "momentum": 0.5, "dof": 4.0}
+WITHOUT_ERROR_FEEDBACK = {**NOT_DEFAULT, "error_feedback": False, "momentum": 0.0}
 
 
 def _made(compressor: type, settings: dict[str, Any]) -> Any:
     return compressor(None, **settings) if compressor is DistQState else compressor(**settings)
 
 
+@pytest.mark.parametrize("settings", [NOT_DEFAULT, WITHOUT_ERROR_FEEDBACK], ids=["momentum", "no_error_feedback"])
 @pytest.mark.parametrize("compressor", list(COMPRESSORS), ids=lambda c: f"{c.__module__}.{c.__name__}")
-def test_every_setting_reaches_the_config(compressor: type) -> None:
+def test_every_setting_reaches_the_config(compressor: type, settings: dict[str, Any]) -> None:
     """A setting a signature takes but does not pass on would leave its default in force, silently."""
-    assert set(NOT_DEFAULT) - {"dof"} == set(setting_names())
-    config = _made(compressor, NOT_DEFAULT).config
-    assert config.settings() == {**NOT_DEFAULT, "warmup": config.warmup}
+    assert set(settings) - {"dof"} == set(setting_names())
+    config = _made(compressor, settings).config
+    assert config.settings() == {**settings, "warmup": config.warmup}
     assert config.warmup is not None and config.warmup.steps == 3
     assert _made(compressor, config.settings()).config == config
 

@@ -76,3 +76,20 @@ def test_own_state_and_all_ranks_parts_load_quietly() -> None:
     assert state.rank_part({state.ALL_RANKS: parts}, ProcessSet(1, 2)) is parts[1]
     older = rank_state(0)  # saved before states recorded their rank
     assert state.rank_part(older, ProcessSet(1, 2)) is older
+
+
+class Uninitialized:
+    """A process set before ``hvd.init()`` (or without a torch process group): no rank to read."""
+
+    def rank(self) -> int:
+        raise ValueError("Horovod has not been initialized; use hvd.init().")
+
+
+@pytest.mark.filterwarnings("error")
+def test_no_rank_to_read_records_none_and_checks_nothing() -> None:
+    """state_dict() and pickling work before Horovod starts: the state then names no rank."""
+    assert state.readable_rank(Uninitialized()) is None
+    saved_by_rank_0 = {**rank_state(0), "rank": 0}
+    assert state.rank_part(saved_by_rank_0, Uninitialized()) is saved_by_rank_0
+    on_purpose = {**saved_by_rank_0, "rank": None}  # what the size-mismatch message tells users to load
+    assert state.rank_part(on_purpose, ProcessSet(1, 2)) is on_purpose

@@ -2,10 +2,10 @@
 for the same steps, on 2 workers; rank 0 writes the validation curves and bytes per step to --out.
 
 Horovod's methods (``--engine horovod``, under ``horovodrun``): dense, Horovod's fp16, exact top-k
-with DistQ's exchange and error feedback, DistQ as it comes, DistQ with a sparsity warm-up, and
-DistQ with momentum correction (the optimizer's own momentum off). PowerSGD (``--engine ddp``, under
-``torchrun``): torch's ``powerSGD_hook`` at rank R through torch.distributed on Gloo. Started by
-``python -m benchmarks convergence`` (benchmarks/convergence.py).
+with DistQ's exchange and error feedback, DistQ as it comes, DistQ with a sparsity warm-up, DistQ
+with momentum correction (the optimizer's own momentum off), and DistQ with both (DGC's pair).
+PowerSGD (``--engine ddp``, under ``torchrun``): torch's ``powerSGD_hook`` at rank R through
+torch.distributed on Gloo. Started by ``python -m benchmarks convergence`` (benchmarks/convergence.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from examples.torch_models import DigitsCNN, as_tensors
 from horovod_distq import Warmup
 from horovod_distq.torch import DistQ
 
-HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-warmup", "distq-momentum")
+HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-warmup", "distq-momentum", "distq-dgc")
 DDP_METHODS = ("powersgd-2", "powersgd-4")
 MOMENTUM = 0.9
 LEARNING_RATES = {"digits_cnn": 0.05, "char_transformer": 0.1}
@@ -92,9 +92,12 @@ def horovod_training(method: str, model: torch.nn.Module, args: argparse.Namespa
         "distq": lambda: DistQ(ratio=args.ratio),
         "distq-warmup": lambda: DistQ(ratio=args.ratio, warmup=Warmup(steps=args.warmup_steps)),
         "distq-momentum": lambda: DistQ(ratio=args.ratio, momentum=MOMENTUM),
+        # Deep Gradient Compression's warm-up and momentum correction together.
+        "distq-dgc": lambda: DistQ(ratio=args.ratio, warmup=Warmup(steps=args.warmup_steps), momentum=MOMENTUM),
     }
     compression = compressions[method]()
-    momentum = 0.0 if method == "distq-momentum" else MOMENTUM  # DistQ's velocity is the momentum there
+    # DistQ's velocity is the momentum where it corrects momentum: the optimizer's own is off there.
+    momentum = 0.0 if method in ("distq-momentum", "distq-dgc") else MOMENTUM
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[args.model], momentum=momentum),
         named_parameters=model.named_parameters(), compression=compression,

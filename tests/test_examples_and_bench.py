@@ -197,12 +197,13 @@ def test_e2e_suite_on_shaped_hosts(tmp_path) -> None:
 
 def test_convergence_suite(tmp_path) -> None:
     bench("convergence", "--models", "digits_cnn", "--ratios", "0.01", "0.1", "--steps", "31", "--warmup-steps", "5",
-          "--methods", "dense", "distq-warmup", "distq-momentum", "powersgd-2", out=tmp_path)
+          "--methods", "dense", "distq-warmup", "distq-momentum", "distq-dgc", "powersgd-2", out=tmp_path)
     records = json.loads((tmp_path / "convergence.json").read_text())
     assert [(r["ratio"], r["method"]) for r in records] == [
-        (0.01, "dense"), (0.01, "distq-warmup"), (0.01, "distq-momentum"), (0.01, "powersgd-2"),
-        (0.1, "dense"), (0.1, "powersgd-2"), (0.1, "distq-warmup"), (0.1, "distq-momentum")]
-    dense, warmup, momentum, powersgd = records[:4]
+        (0.01, "dense"), (0.01, "distq-warmup"), (0.01, "distq-momentum"), (0.01, "distq-dgc"), (0.01, "powersgd-2"),
+        (0.1, "dense"), (0.1, "powersgd-2"), (0.1, "distq-warmup"), (0.1, "distq-momentum"), (0.1, "distq-dgc")]
+    dense, warmup, momentum, dgc, powersgd = records[:5]
+    assert momentum["bytes_per_step"] < dgc["bytes_per_step"] < dense["bytes_per_step"] / 5
     assert [p["step"] for p in dense["curve"]] == [0, 10, 20, 30, 31]
     assert dense["curve"][0]["loss"] == warmup["curve"][0]["loss"]  # the same initial weights
     assert dense["bytes_per_step"] == dense["dense_bytes_per_step"]

@@ -174,7 +174,11 @@ class DistQState(TorchCompressor):
         return None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"config": self.config, "state": self.state_dict()}
+        state = self.state_dict()
+        if self.process_group is not None:
+            # A rank in this group; unpickled, the state serves the default group, where it means another.
+            state["rank"] = None
+        return {"config": self.config, "state": state}
 
     def __setstate__(self, saved: dict[str, Any]) -> None:
         self.__init__(None, **saved["config"].settings())

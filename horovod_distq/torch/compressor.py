@@ -8,7 +8,7 @@ from typing import Any
 import horovod.torch as hvd
 import torch
 
-from horovod_distq.compressor import DistQCompressor, SparseContext
+from horovod_distq.compressor import DistQCompressor, ExchangeRole, NamesRole, SparseContext
 from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.torch.control import RatioController
@@ -27,6 +27,19 @@ class TorchCompressor(DistQCompressor):
 
     _sparsify = staticmethod(sparsify)
     _encode = staticmethod(encode)
+
+    def __init__(self, config: DistQConfig, *, names: NamesRole, exchange: ExchangeRole) -> None:
+        """Args: the settings, and the two roles that differ between the Horovod compressor and the
+        DDP hook (how gradients are named, how pairs travel); error feedback, the closed loop and the
+        warm-up counts are torch's own for both."""
+        super().__init__(
+            config,
+            names=names,
+            memory=ErrorFeedback(config.momentum),
+            controller=RatioController(config.ratio),
+            schedule=WarmupCounter(config.warmup_factors),
+            exchange=exchange,
+        )
 
     def _is_parameter(self, tensor: torch.Tensor) -> bool:
         return tensor.requires_grad
@@ -123,14 +136,7 @@ class DistQ(TorchCompressor):
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
             exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
         )
-        super().__init__(
-            config,
-            names=ParameterNames(),
-            memory=ErrorFeedback(config.momentum),
-            controller=RatioController(config.ratio),
-            schedule=WarmupCounter(config.warmup_factors),
-            exchange=AllgatherExchange(process_set),
-        )
+        super().__init__(config, names=ParameterNames(), exchange=AllgatherExchange(process_set))
 
     @property
     def last_round(self) -> RoundStats | None:

@@ -23,10 +23,7 @@ import torch.distributed as dist
 from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.torch.compressor import TorchCompressor
-from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.ddp_exchange import ProcessGroupExchange
-from horovod_distq.torch.error_feedback import ErrorFeedback
-from horovod_distq.torch.warmup import WarmupCounter
 from horovod_distq.warmup import Warmup
 
 
@@ -124,14 +121,7 @@ class DistQState(TorchCompressor):
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
             exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
         )
-        super().__init__(
-            config,
-            names=ModuleParameterNames(module),
-            memory=ErrorFeedback(config.momentum),
-            controller=RatioController(config.ratio),
-            schedule=WarmupCounter(config.warmup_factors),
-            exchange=ProcessGroupExchange(process_group),
-        )
+        super().__init__(config, names=ModuleParameterNames(module), exchange=ProcessGroupExchange(process_group))
 
     @property
     def process_group(self) -> dist.ProcessGroup | None:

@@ -4,8 +4,10 @@ for the same steps, on 2 workers; rank 0 writes the validation curves and bytes 
 Horovod's methods (``--engine horovod``, under ``horovodrun``): dense, Horovod's fp16, exact top-k
 with DistQ's exchange and error feedback, DistQ as it comes, DistQ with a sparsity warm-up, DistQ
 with momentum correction (the optimizer's own momentum off), and DistQ with both (DGC's pair).
-PowerSGD (``--engine ddp``, under ``torchrun``): torch's ``powerSGD_hook`` at rank R through
-torch.distributed on Gloo. Started by ``python -m benchmarks convergence`` (benchmarks/convergence.py).
+The optimizer is SGD with momentum (``--optimizer sgd``) or Adam (``--optimizer adam``, where the
+momentum-correcting methods do not apply). PowerSGD (``--engine ddp``, under ``torchrun``): torch's
+``powerSGD_hook`` at rank R through torch.distributed on Gloo. Started by
+``python -m benchmarks convergence`` (benchmarks/convergence.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-warmup", "distq-mome
 DDP_METHODS = ("powersgd-2", "powersgd-4")
 MOMENTUM = 0.9
 LEARNING_RATES = {"digits_cnn": 0.05, "char_transformer": 0.1}
+ADAM_LEARNING_RATE = 1e-3
+OPTIMIZERS = ("sgd", "adam")
+MOMENTUM_CORRECTING = ("distq-momentum", "distq-dgc")
 BATCH = {"digits_cnn": 32, "char_transformer": 16}
 CONTEXT = 64
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -83,6 +88,17 @@ def evaluate(model: torch.nn.Module, validation: tuple[torch.Tensor, torch.Tenso
     return float(loss), float((logits.argmax(1) == targets.reshape(-1)).float().mean())
 
 
+def local_optimizer(method: str, model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """The method's optimizer: SGD with momentum (DistQ's velocity is the momentum where it corrects
+    momentum: the optimizer's own is off there), or Adam."""
+    if args.optimizer == "adam":
+        if method in MOMENTUM_CORRECTING:
+            raise ValueError(f"{method} corrects SGD's momentum: it does not apply to Adam")
+        return torch.optim.Adam(model.parameters(), lr=ADAM_LEARNING_RATE)
+    momentum = 0.0 if method in MOMENTUM_CORRECTING else MOMENTUM
+    return torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[args.model], momentum=momentum)
+
+
 def horovod_training(method: str, model: torch.nn.Module, args: argparse.Namespace):
     """Horovod's optimizer with the method's compression; returns the step (batch in, bytes sent out)."""
     compressions = {
@@ -96,12 +112,8 @@ def horovod_training(method: str, model: torch.nn.Module, args: argparse.Namespa
         "distq-dgc": lambda: DistQ(ratio=args.ratio, warmup=Warmup(steps=args.warmup_steps), momentum=MOMENTUM),
     }
     compression = compressions[method]()
-    # DistQ's velocity is the momentum where it corrects momentum: the optimizer's own is off there.
-    momentum = 0.0 if method in ("distq-momentum", "distq-dgc") else MOMENTUM
-    optimizer = hvd.DistributedOptimizer(
-        torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[args.model], momentum=momentum),
-        named_parameters=model.named_parameters(), compression=compression,
-    )
+    optimizer = hvd.DistributedOptimizer(local_optimizer(method, model, args),
+                                         named_parameters=model.named_parameters(), compression=compression)
     numels = [p.numel() for p in model.parameters()]
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> int:
@@ -120,7 +132,7 @@ def ddp_training(method: str, model: torch.nn.Module, args: argparse.Namespace):
     state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=int(method.split("-")[1]),
                                         start_powerSGD_iter=2, random_seed=args.seed)
     wrapped.register_comm_hook(state, waited_for(powerSGD_hook.powerSGD_hook))
-    optimizer = torch.optim.SGD(wrapped.parameters(), lr=LEARNING_RATES[args.model], momentum=MOMENTUM)
+    optimizer = local_optimizer(method, wrapped, args)
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> int:
         with counted_bytes() as counted:
@@ -148,7 +160,8 @@ def train(method: str, args: argparse.Namespace, rank: int,
             sent.append(step(*next(batches)))
     dense_bytes = 4 * sum(p.numel() for p in model.parameters())
     at_30 = next(point for point in curve if point["step"] == 30)
-    return {"method": method, "model": args.model, "ratio": args.ratio, "steps": args.steps, "curve": curve,
+    return {"method": method, "model": args.model, "optimizer": args.optimizer, "seed": args.seed,
+            "ratio": args.ratio, "steps": args.steps, "curve": curve,
             "final_loss": curve[-1]["loss"], "final_accuracy": curve[-1]["accuracy"], "loss_at_30": at_30["loss"],
             "bytes_per_step": float(np.mean(sent)), "dense_bytes_per_step": dense_bytes}
 
@@ -158,6 +171,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=("horovod", "ddp"), required=True)
     parser.add_argument("--model", choices=sorted(LEARNING_RATES), required=True)
     parser.add_argument("--methods", nargs="+", required=True, choices=(*HOROVOD_METHODS, *DDP_METHODS))
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     parser.add_argument("--ratio", type=float, default=0.01)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup-steps", type=int, default=50)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -140,16 +141,24 @@ def scaling(model_records: list[dict], path: Path) -> None:
 
 
 def convergence(records: list[dict], path: Path) -> None:
-    """Validation loss against steps, one panel per (model, ratio), one line per method."""
-    panels = list(dict.fromkeys((r["model"], r["ratio"]) for r in records))
+    """Validation loss against steps, one panel per (model, optimizer, ratio), one line per method:
+    the mean over its seeds, with the seeds' range shaded."""
+    panels = list(dict.fromkeys((r["model"], r.get("optimizer", "sgd"), r["ratio"]) for r in records))
     colours = {method: f"C{i}" for i, method in enumerate(dict.fromkeys(r["method"] for r in records))}
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for axis, (model, ratio) in zip(axes[0], panels):
+    for axis, panel in zip(axes[0], panels):
+        runs: dict[str, list[dict]] = {}
         for r in records:
-            if (r["model"], r["ratio"]) == (model, ratio):
-                axis.plot([p["step"] for p in r["curve"]], [p["loss"] for p in r["curve"]], label=r["method"],
-                          color=colours[r["method"]])
-        axis.set(xlabel="step", ylabel="validation loss", title=f"{model}, ratio {ratio:g}", yscale="log")
+            if (r["model"], r.get("optimizer", "sgd"), r["ratio"]) == panel:
+                runs.setdefault(r["method"], []).append(r)
+        for method, seeds in runs.items():
+            steps = [p["step"] for p in seeds[0]["curve"]]
+            losses = np.array([[p["loss"] for p in r["curve"]] for r in seeds])
+            axis.plot(steps, losses.mean(0), label=method, color=colours[method])
+            if len(seeds) > 1:
+                axis.fill_between(steps, losses.min(0), losses.max(0), color=colours[method], alpha=0.15)
+        model, optimizer, ratio = panel
+        axis.set(xlabel="step", ylabel="validation loss", title=f"{model}, {optimizer}, ratio {ratio:g}", yscale="log")
         axis.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

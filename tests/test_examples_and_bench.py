@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from benchmarks import convergence
 from tests.launch import ROOT, horovodrun
 
 
@@ -210,6 +211,32 @@ def test_convergence_suite(tmp_path) -> None:
     assert momentum["bytes_per_step"] < dense["bytes_per_step"] / 5
     assert powersgd["bytes_per_step"] < dense["bytes_per_step"]
     assert momentum["bytes_per_step"] < warmup["bytes_per_step"]  # the warm-up sends more while it lasts
+    assert (tmp_path / "convergence.png").stat().st_size > 0
+
+
+def test_convergence_suite_over_seeds_and_optimizers(tmp_path) -> None:
+    """Each seed is its own run (its own initial weights and batches); Adam's runs leave the
+    momentum-correcting methods out; the table reports the seeds' mean and spread."""
+    bench("convergence", "--models", "digits_cnn", "--ratios", "0.01", "--steps", "31", "--seeds", "0", "1",
+          "--optimizers", "sgd", "adam", "--methods", "dense", "distq", "distq-momentum", out=tmp_path)
+    records = json.loads((tmp_path / "convergence.json").read_text())
+    assert [(r["optimizer"], r["seed"], r["method"]) for r in records] == [
+        ("sgd", 0, "dense"), ("sgd", 0, "distq"), ("sgd", 0, "distq-momentum"),
+        ("sgd", 1, "dense"), ("sgd", 1, "distq"), ("sgd", 1, "distq-momentum"),
+        ("adam", 0, "dense"), ("adam", 0, "distq"), ("adam", 1, "dense"), ("adam", 1, "distq")]
+    by_run = {(r["optimizer"], r["seed"], r["method"]): r for r in records}
+    assert by_run["sgd", 0, "dense"]["curve"][0] == by_run["adam", 0, "dense"]["curve"][0]  # the seed's weights
+    assert by_run["sgd", 0, "dense"]["curve"][0] != by_run["sgd", 1, "dense"]["curve"][0]
+    assert by_run["sgd", 0, "dense"]["final_loss"] != by_run["adam", 0, "dense"]["final_loss"]
+    rows = {(row["optimizer"], row["method"]): row for row in convergence.summary(records)}
+    dense = rows["sgd", "dense"]
+    assert dense["seeds"] == [0, 1] and dense["final_x_dense"] == 1.0
+    pair = [by_run["sgd", seed, "dense"]["final_loss"] for seed in (0, 1)]
+    assert dense["final_loss"] == pytest.approx(sum(pair) / 2)
+    assert dense["final_loss_std"] == pytest.approx(abs(pair[0] - pair[1]) / 2 ** 0.5)
+    assert rows["adam", "distq"]["final_x_dense"] == pytest.approx(
+        rows["adam", "distq"]["final_loss"] / rows["adam", "dense"]["final_loss"])
+    assert ("adam", "distq-momentum") not in rows
     assert (tmp_path / "convergence.png").stat().st_size > 0
 
 

@@ -15,6 +15,7 @@ from horovod_distq.tensorflow.compressor import DistQ
 from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.elastic import VariablesState
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback
+from horovod_distq.tensorflow.momentum import move_momentum
 from horovod_distq.tensorflow.naming import backing_variable
 from horovod_distq.tensorflow.ops import sparsify
 from horovod_distq.tensorflow.tape import DistributedGradientTape
@@ -29,5 +30,6 @@ __all__ = [
     "SparseSelection",
     "VariablesState",
     "backing_variable",
+    "move_momentum",
     "sparsify",
 ]

@@ -12,6 +12,7 @@ from horovod_distq.selection import SparseSelection
 from horovod_distq.torch.compressor import DistQ
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.error_feedback import ErrorFeedback
+from horovod_distq.torch.momentum import move_momentum
 from horovod_distq.torch.ops import sparsify
 
-__all__ = ["DistQ", "ErrorFeedback", "RatioController", "SparseSelection", "sparsify"]
+__all__ = ["DistQ", "ErrorFeedback", "RatioController", "SparseSelection", "move_momentum", "sparsify"]

@@ -149,7 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
     parser.add_argument("--methods", nargs="+", default=None, help="default: every method")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--warmup-steps", type=int, default=50, help="distq-warmup's decaying steps")
+    parser.add_argument("--warmup-steps", type=int, default=50, help="distq-warmup's decaying steps (distq's: 50)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="runs per method, each its own seed")
     parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["sgd"],
                         help="adam leaves out the momentum-correcting methods")

@@ -2,8 +2,10 @@
 for the same steps, on 2 workers; rank 0 writes the validation curves and bytes per step to --out.
 
 Horovod's methods (``--engine horovod``, under ``horovodrun``): dense, Horovod's fp16, exact top-k
-with DistQ's exchange and error feedback, DistQ as it comes, DistQ with a sparsity warm-up, DistQ
-with momentum correction (the optimizer's own momentum off), and DistQ with both (DGC's pair).
+with DistQ's exchange, error feedback and warm-up, DistQ as it comes (``DistQ(ratio)``), DistQ
+without its sparsity warm-up, DistQ with a warm-up of ``--warmup-steps``, and DistQ with momentum
+correction (``move_momentum``: the optimizer's momentum moved into DistQ; with the default
+warm-up, Deep Gradient Compression's pair).
 The optimizer is SGD with momentum (``--optimizer sgd``) or Adam (``--optimizer adam``, where the
 momentum-correcting methods do not apply). PowerSGD (``--engine ddp``, under ``torchrun``): torch's
 ``powerSGD_hook`` at rank R through torch.distributed on Gloo. Started by
@@ -30,15 +32,15 @@ from benchmarks.quality import CharTransformer, stdlib_text
 from examples.common import bytes_per_step, digits_split
 from examples.torch_models import DigitsCNN, as_tensors
 from horovod_distq import Warmup
-from horovod_distq.torch import DistQ
+from horovod_distq.torch import DistQ, move_momentum
 
-HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-warmup", "distq-momentum", "distq-dgc")
+HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-no-warmup", "distq-warmup", "distq-momentum")
 DDP_METHODS = ("powersgd-2", "powersgd-4")
 MOMENTUM = 0.9
 LEARNING_RATES = {"digits_cnn": 0.05, "char_transformer": 0.1}
 ADAM_LEARNING_RATE = 1e-3
 OPTIMIZERS = ("sgd", "adam")
-MOMENTUM_CORRECTING = ("distq-momentum", "distq-dgc")
+MOMENTUM_CORRECTING = ("distq-momentum",)
 BATCH = {"digits_cnn": 32, "char_transformer": 16}
 CONTEXT = 64
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -89,31 +91,28 @@ def evaluate(model: torch.nn.Module, validation: tuple[torch.Tensor, torch.Tenso
 
 
 def local_optimizer(method: str, model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """The method's optimizer: SGD with momentum (DistQ's velocity is the momentum where it corrects
-    momentum: the optimizer's own is off there), or Adam."""
+    """The method's optimizer: SGD with momentum, or Adam."""
     if args.optimizer == "adam":
         if method in MOMENTUM_CORRECTING:
             raise ValueError(f"{method} corrects SGD's momentum: it does not apply to Adam")
         return torch.optim.Adam(model.parameters(), lr=ADAM_LEARNING_RATE)
-    momentum = 0.0 if method in MOMENTUM_CORRECTING else MOMENTUM
-    return torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[args.model], momentum=momentum)
+    return torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[args.model], momentum=MOMENTUM)
 
 
 def horovod_training(method: str, model: torch.nn.Module, args: argparse.Namespace):
     """Horovod's optimizer with the method's compression; returns the step (batch in, bytes sent out)."""
+    local = local_optimizer(method, model, args)
     compressions = {
         "dense": lambda: hvd.Compression.none,
         "fp16": lambda: hvd.Compression.fp16,
         "topk": lambda: TopK(ratio=args.ratio),
         "distq": lambda: DistQ(ratio=args.ratio),
+        "distq-no-warmup": lambda: DistQ(ratio=args.ratio, warmup=None),
         "distq-warmup": lambda: DistQ(ratio=args.ratio, warmup=Warmup(steps=args.warmup_steps)),
-        "distq-momentum": lambda: DistQ(ratio=args.ratio, momentum=MOMENTUM),
-        # Deep Gradient Compression's warm-up and momentum correction together.
-        "distq-dgc": lambda: DistQ(ratio=args.ratio, warmup=Warmup(steps=args.warmup_steps), momentum=MOMENTUM),
+        "distq-momentum": lambda: DistQ(ratio=args.ratio, momentum=move_momentum(local)),
     }
     compression = compressions[method]()
-    optimizer = hvd.DistributedOptimizer(local_optimizer(method, model, args),
-                                         named_parameters=model.named_parameters(), compression=compression)
+    optimizer = hvd.DistributedOptimizer(local, named_parameters=model.named_parameters(), compression=compression)
     numels = [p.numel() for p in model.parameters()]
 
     def step(inputs: torch.Tensor, targets: torch.Tensor) -> int:

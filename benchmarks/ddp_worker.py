@@ -37,8 +37,8 @@ def register_hook(model: DistributedDataParallel, method: str, args: argparse.Na
         state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=int(method.rsplit("-", 1)[1]),
                                             start_powerSGD_iter=max(2, args.warmup), random_seed=args.seed)
         model.register_comm_hook(state, waited_for(powerSGD_hook.powerSGD_hook))
-    elif method == "ddp-distq":
-        model.register_comm_hook(DistQState(model.module, ratio=args.ratio), distq_hook)
+    elif method == "ddp-distq":  # without the sparsity warm-up: the timed steps are at the target ratio
+        model.register_comm_hook(DistQState(model.module, ratio=args.ratio, warmup=None), distq_hook)
 
 
 def waited_for(hook):

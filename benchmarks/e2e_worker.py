@@ -28,16 +28,18 @@ METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", 
 
 
 def make_compression(method: str, ratio: float):
+    """The method's compressor. DistQ and top-k without the sparsity warm-up: the timed steps are at
+    the target ratio, not in the warm-up's first steps."""
     if method == "dense":
         return hvd.Compression.none
     if method == "fp16":
         return hvd.Compression.fp16
     if method == "topk":
-        return TopK(ratio=ratio)
+        return TopK(ratio=ratio, warmup=None)
     if method == "distq-auto":
-        return DistQ(ratio=ratio, distribution="auto")
+        return DistQ(ratio=ratio, distribution="auto", warmup=None)
     encoding = method.split("-", 1)[1] if "-" in method else "auto"
-    return DistQ(ratio=ratio, value_encoding=encoding)
+    return DistQ(ratio=ratio, value_encoding=encoding, warmup=None)
 
 
 def train(method: str, args: argparse.Namespace, data) -> dict:

@@ -64,6 +64,11 @@ class Warmup:
         return [ratio / target for ratio in self.ratios(target)] + [1.0]
 
 
+# What ``DistQ(ratio)`` warms up with unless told otherwise: 50 steps from 25% down to the ratio
+# (BENCHMARKS.md, convergence: early loss near dense's at a few percent of dense's bytes).
+DEFAULT_WARMUP = Warmup(steps=50)
+
+
 def warmup_from(value: Warmup | int | None) -> Warmup | None:
     """``DistQ(warmup=...)``: a :class:`Warmup`, a number of decaying steps (the defaults
     otherwise), or None/0 for none.

@@ -23,7 +23,7 @@ from horovod_distq.tensorflow.exchange import AllgatherExchange
 from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient, variable_name
 from horovod_distq.tensorflow.ops import sparsify
 from horovod_distq.tensorflow.warmup import WarmupCounter
-from horovod_distq.warmup import Warmup
+from horovod_distq.warmup import DEFAULT_WARMUP, Warmup
 
 # How long the first traced step waits for every rank to join the settings check (seconds).
 AGREEMENT_TIMEOUT_VARIABLE = "HOROVOD_DISTQ_AGREEMENT_TIMEOUT"
@@ -73,7 +73,7 @@ class DistQ(DistQCompressor, tf.Module):
         stages: int | None = None,
         closed_loop: bool = True,
         exchange: str = "auto",
-        warmup: Warmup | int | None = None,
+        warmup: Warmup | int | None = DEFAULT_WARMUP,
         momentum: float = 0.0,
         *,
         process_set: hvd.ProcessSet = hvd.global_process_set,

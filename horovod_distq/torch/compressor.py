@@ -18,7 +18,7 @@ from horovod_distq.torch.exchange import AllgatherExchange, RoundStats
 from horovod_distq.torch.naming import ParameterNames
 from horovod_distq.torch.ops import sparsify
 from horovod_distq.torch.warmup import WarmupCounter
-from horovod_distq.warmup import Warmup
+from horovod_distq.warmup import DEFAULT_WARMUP, Warmup
 
 
 class TorchCompressor(DistQCompressor):
@@ -125,7 +125,7 @@ class DistQ(TorchCompressor):
         stages: int | None = None,
         closed_loop: bool = True,
         exchange: str = "auto",
-        warmup: Warmup | int | None = None,
+        warmup: Warmup | int | None = DEFAULT_WARMUP,
         momentum: float = 0.0,
         *,
         process_set: hvd.ProcessSet = hvd.global_process_set,

@@ -24,7 +24,7 @@ from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.torch.compressor import TorchCompressor
 from horovod_distq.torch.ddp_exchange import ProcessGroupExchange
-from horovod_distq.warmup import Warmup
+from horovod_distq.warmup import DEFAULT_WARMUP, Warmup
 
 
 class ModuleParameterNames:
@@ -110,7 +110,7 @@ class DistQState(TorchCompressor):
         stages: int | None = None,
         closed_loop: bool = True,
         exchange: str = "auto",
-        warmup: Warmup | int | None = None,
+        warmup: Warmup | int | None = DEFAULT_WARMUP,
         momentum: float = 0.0,
         *,
         process_group: dist.ProcessGroup | None = None,

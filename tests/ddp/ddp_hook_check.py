@@ -98,7 +98,8 @@ def expected_average(state: DistQState, raw: dict[str, torch.Tensor], model: tor
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_hook_matches_dense_reference(encoding: str) -> None:
     model = make_model()
-    state = DistQState(model, ratio=RATIO, error_feedback=False, closed_loop=False, value_encoding=encoding)
+    state = DistQState(model, ratio=RATIO, warmup=None, error_feedback=False, closed_loop=False,
+                       value_encoding=encoding)
     ddp = wrap(model, state)
     for step in range(3):  # the first step with one bucket, the others with DDP's rebuilt ones
         x, y = batch(step)
@@ -115,7 +116,7 @@ def test_hook_matches_dense_reference(encoding: str) -> None:
 
 def test_no_sync_compresses_the_accumulated_gradient() -> None:
     model = make_model()
-    state = DistQState(model, ratio=RATIO, error_feedback=False, closed_loop=False)
+    state = DistQState(model, ratio=RATIO, warmup=None, error_feedback=False, closed_loop=False)
     ddp = wrap(model, state)
     (x0, y0), (x1, y1) = batch(0), batch(1)
     raw = [raw_gradients(model, x0, y0), raw_gradients(model, x1, y1)]
@@ -163,7 +164,7 @@ def train_checking_error_feedback(model: torch.nn.Module, state: DistQState, ste
 
 def test_error_feedback_sends_exactly_what_it_accumulated() -> None:
     model = make_model()
-    state = DistQState(model, ratio=RATIO)
+    state = DistQState(model, ratio=RATIO, warmup=None)
     losses = train_checking_error_feedback(model, state, steps=8)
     assert losses[-1] < losses[0], losses
     assert 0 < state.bytes_sent < sum(s.dense_bytes for s in state.stats.values()) / 3
@@ -173,7 +174,7 @@ def test_error_feedback_sends_exactly_what_it_accumulated() -> None:
                          ids=["find_unused_parameters", "static_graph"])
 def test_ddp_graph_options(options: dict) -> None:
     model = make_model(unused_branch=True)
-    state = DistQState(model, ratio=RATIO, min_numel=1000)  # the unused 2048-entry weight is sparse
+    state = DistQState(model, ratio=RATIO, warmup=None, min_numel=1000)  # the unused 2048-entry weight is sparse
     train_checking_error_feedback(model, state, steps=4, **options)
     assert state.stats["unused.weight"].selected == 0
 
@@ -182,7 +183,7 @@ def test_ddp_graph_options(options: dict) -> None:
 def test_ranks_that_disagree_fail_on_every_rank(setting: str) -> None:
     value = DISAGREEING_SETTINGS[setting][dist.get_rank()]
     model = make_model()
-    ddp = wrap(model, DistQState(model, ratio=RATIO, **{setting: value}))
+    ddp = wrap(model, DistQState(model, ratio=RATIO, warmup=None, **{setting: value}))
     x, y = batch(0)
     with pytest.raises(ValueError, match=SETTINGS_MESSAGE):
         loss_of(ddp, x, y).backward()
@@ -192,7 +193,8 @@ def test_ranks_that_disagree_fail_on_every_rank(setting: str) -> None:
 
 def test_a_rank_that_cannot_compress_fails_every_rank() -> None:
     model = make_model()
-    state = DistQState(model if dist.get_rank() == 0 else make_model(), ratio=RATIO)  # rank 1: another module
+    # Rank 1: another module.
+    state = DistQState(model if dist.get_rank() == 0 else make_model(), ratio=RATIO, warmup=None)
     ddp = wrap(model, state)
     x, y = batch(0)
     message = "could not compress" if dist.get_rank() == 0 else "not one of the module's"
@@ -211,11 +213,11 @@ def run_steps(model: torch.nn.Module, state: DistQState, optimizer: torch.optim.
 
 def test_a_rank0_checkpoint_resumes_every_rank_exactly() -> None:
     uninterrupted = make_model()
-    state = DistQState(uninterrupted, ratio=RATIO)
+    state = DistQState(uninterrupted, ratio=RATIO, warmup=None)
     run_steps(uninterrupted, state, torch.optim.SGD(uninterrupted.parameters(), lr=0.1), range(6))
 
     model = make_model()
-    state = DistQState(model, ratio=RATIO)
+    state = DistQState(model, ratio=RATIO, warmup=None)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     run_steps(model, state, optimizer, range(3))
     saved = {"model": model.state_dict(), "distq": state.state_dict(all_ranks=True)}
@@ -228,7 +230,7 @@ def test_a_rank0_checkpoint_resumes_every_rank_exactly() -> None:
 
     resumed = make_model()
     resumed.load_state_dict(loaded["model"])
-    state = DistQState(resumed, ratio=RATIO)
+    state = DistQState(resumed, ratio=RATIO, warmup=None)
     state.load_state_dict(loaded["distq"])
     run_steps(resumed, state, torch.optim.SGD(resumed.parameters(), lr=0.1), range(3, 6))
     for (name, expected), actual in zip(uninterrupted.named_parameters(), resumed.parameters()):
@@ -239,10 +241,10 @@ def test_a_dense_step_sends_what_sparse_steps_left() -> None:
     """Sparse steps leave residuals; a state with exchange="dense" that loads them sends each
     gradient plus its residual, averaged over the ranks, and keeps no residual after."""
     model = make_model()
-    sparse = DistQState(model, ratio=RATIO, exchange="sparse")
+    sparse = DistQState(model, ratio=RATIO, warmup=None, exchange="sparse")
     run_steps(model, sparse, torch.optim.SGD(model.parameters(), lr=0.1), range(3))
     residuals = {name: sparse.memory.residual(name).clone() for name in ("hidden.weight", "out.weight")}
-    dense = DistQState(model, ratio=RATIO, exchange="dense")
+    dense = DistQState(model, ratio=RATIO, warmup=None, exchange="dense")
     dense.load_state_dict(sparse.state_dict())
     x, y = batch(3)
     raw = raw_gradients(model, x, y)
@@ -257,7 +259,7 @@ def test_a_dense_step_sends_what_sparse_steps_left() -> None:
 
 def test_the_state_pickles_without_process_group_or_module() -> None:
     model = make_model()
-    state = DistQState(model, ratio=RATIO, value_encoding="float16")
+    state = DistQState(model, ratio=RATIO, warmup=None, value_encoding="float16")
     run_steps(model, state, torch.optim.SGD(model.parameters(), lr=0.1), range(2))
     restored = pickle.loads(pickle.dumps(state))
     assert restored.config == state.config and restored.process_group is None

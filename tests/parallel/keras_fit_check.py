@@ -37,7 +37,7 @@ def named_model(seed: int = 0) -> keras.Model:
 
 
 def make_compression(kind: str, **options):
-    return {"none": None, "fp16": hvd.Compression.fp16}.get(kind) or distq.DistQ(ratio=RATIO, **options)
+    return {"none": None, "fp16": hvd.Compression.fp16}.get(kind) or distq.DistQ(ratio=RATIO, warmup=None, **options)
 
 
 def compiled(model: keras.Model, compression, momentum: float = 0.0) -> keras.Model:

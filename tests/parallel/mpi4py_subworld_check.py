@@ -81,7 +81,7 @@ def train_and_check(sub: MPI.Intracomm, where: str) -> torch.Tensor:
     """Trains STEPS steps, checking every reduced gradient; returns the final parameters, flattened."""
     model = make_model()
     shadow = copy.deepcopy(model)
-    compression = DistQ(ratio=RATIO, exchange="sparse")
+    compression = DistQ(ratio=RATIO, warmup=None, exchange="sparse")
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), named_parameters=model.named_parameters(),
         compression=compression,

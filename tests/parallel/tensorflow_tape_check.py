@@ -107,7 +107,8 @@ def case(name: str, op=hvd.Average, predivide: float = 1.0, encoding: str = "aut
 ])
 def test_average_without_error_feedback(mode: str, op, predivide: float, encoding: str, horovod_tape: bool) -> None:
     model = make_model()
-    compression = distq.DistQ(ratio=RATIO, error_feedback=False, value_encoding=encoding, closed_loop=False)
+    compression = distq.DistQ(ratio=RATIO, warmup=None, error_feedback=False, value_encoding=encoding,
+                              closed_loop=False)
     x, y = batch(0)
     raw = raw_gradients(model, x, y)
     grads = reduced_gradients(model, compression, x, y, mode, horovod_tape, op=op,
@@ -128,7 +129,7 @@ def test_average_without_error_feedback(mode: str, op, predivide: float, encodin
 
 def test_empty_selection_on_one_rank(mode: str) -> None:
     model = make_model()
-    compression = distq.DistQ(ratio=RATIO, error_feedback=False, closed_loop=False)
+    compression = distq.DistQ(ratio=RATIO, warmup=None, error_feedback=False, closed_loop=False)
     # Rank 1 sees zero inputs, so its first-layer kernel gradient is exactly zero: nothing selected.
     x, y = batch(0, zero_input=hvd.rank() == 1)
     kernel = model.trainable_variables[0]
@@ -146,7 +147,7 @@ def test_error_feedback_training(mode: str, encoding: str) -> None:
     the reduced gradient against every rank's sent part, that tf.function traces once, that a
     checkpoint restores the state, and that the ranks end with identical parameters."""
     model = make_model()
-    compression = distq.DistQ(ratio=RATIO, value_encoding=encoding)
+    compression = distq.DistQ(ratio=RATIO, warmup=None, value_encoding=encoding)
     optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
 
     def step(x, y):
@@ -195,7 +196,7 @@ def test_momentum_correction_matches_deep_gradient_compression(mode: str) -> Non
     against DGC's update re-done in NumPy for every rank from the ranks' raw gradients (sparse ones
     selected by the reference rule, dense ones sending their velocity)."""
     model = make_model()
-    compression = distq.DistQ(ratio=RATIO, momentum=0.9, closed_loop=False)
+    compression = distq.DistQ(ratio=RATIO, warmup=None, momentum=0.9, closed_loop=False)
     optimizer = keras.optimizers.SGD(learning_rate=0.1)
 
     def step(x, y):
@@ -225,7 +226,7 @@ def check_checkpoint(compression: distq.DistQ) -> None:
     """tf.train.Checkpoint saves the state; a fresh DistQ restores it when its variables are created."""
     with tempfile.TemporaryDirectory() as folder:
         path = tf.train.Checkpoint(distq=compression).save(os.path.join(folder, f"distq-{hvd.rank()}"))
-        restored = distq.DistQ(ratio=RATIO)
+        restored = distq.DistQ(ratio=RATIO, warmup=None)
         status = tf.train.Checkpoint(distq=restored).restore(path)
         for name, residual in compression.memory.residuals.items():
             # A zero gradient: the restored residual is what gets fitted; the sent entries leave it.
@@ -244,7 +245,7 @@ def test_embedding_and_local_source(mode: str) -> None:
     model = keras.Sequential([keras.Input((4,), dtype="int32"), keras.layers.Embedding(50, 64),
                               keras.layers.Flatten(), keras.layers.Dense(40), keras.layers.Dense(10)])
     embedding, kernel, bias, local_kernel, local_bias = model.trainable_variables
-    compression = distq.DistQ(ratio=RATIO, error_feedback=False, closed_loop=False)
+    compression = distq.DistQ(ratio=RATIO, warmup=None, error_feedback=False, closed_loop=False)
     tokens = tf.constant(np.random.default_rng(hvd.rank()).integers(0, 50, (8, 4)), tf.int32)
     labels = tf.constant(np.arange(8) % 10)
 
@@ -276,7 +277,7 @@ def distq_training(mode: str):
     keras.utils.set_random_seed(0)
     layers = [keras.layers.Dense(128, activation="tanh", name="hidden"), keras.layers.Dense(10, name="out")]
     model = keras.Sequential([keras.Input((64,)), *layers], name="resumable")
-    compression = distq.DistQ(ratio=RATIO)
+    compression = distq.DistQ(ratio=RATIO, warmup=None)
     optimizer = keras.optimizers.SGD(learning_rate=0.1)
 
     def step(x, y):

@@ -76,7 +76,7 @@ def case(name: str, op=hvd.Average, predivide: float = 1.0, passes: int = 1, enc
 ])
 def test_average_without_error_feedback(op, predivide: float, passes: int, encoding: str) -> None:
     model = make_model()
-    compression = DistQ(ratio=RATIO, error_feedback=False, value_encoding=encoding, closed_loop=False)
+    compression = DistQ(ratio=RATIO, warmup=None, error_feedback=False, value_encoding=encoding, closed_loop=False)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.0), named_parameters=model.named_parameters(),
         compression=compression, op=op, gradient_predivide_factor=predivide, backward_passes_per_step=passes,
@@ -104,7 +104,7 @@ def test_average_without_error_feedback(op, predivide: float, passes: int, encod
 
 def test_empty_selection_on_one_rank() -> None:
     model = make_model()
-    compression = DistQ(ratio=RATIO, error_feedback=False, closed_loop=False)
+    compression = DistQ(ratio=RATIO, warmup=None, error_feedback=False, closed_loop=False)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.0), named_parameters=model.named_parameters(),
         compression=compression,
@@ -149,7 +149,7 @@ def test_error_feedback_training(encoding: str) -> None:
     that the ranks end with identical parameters."""
     model = make_model()
     shadow = copy.deepcopy(model)
-    compression = DistQ(ratio=RATIO, value_encoding=encoding)
+    compression = DistQ(ratio=RATIO, warmup=None, value_encoding=encoding)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), named_parameters=model.named_parameters(),
         compression=compression,
@@ -186,7 +186,7 @@ def test_error_feedback_training(encoding: str) -> None:
         with optimizer.skip_synchronize():
             optimizer.step()
     state = compression.state_dict()
-    restored = DistQ(ratio=RATIO)
+    restored = DistQ(ratio=RATIO, warmup=None)
     restored.load_state_dict(state)
     for name, residual in state["error_feedback"]["residuals"].items():
         assert torch.equal(restored.memory.residual(name), residual)
@@ -198,7 +198,7 @@ def test_momentum_correction_matches_deep_gradient_compression() -> None:
     selected by the reference rule, dense ones sending their velocity)."""
     model = make_model()
     shadow = copy.deepcopy(model)
-    compression = DistQ(ratio=RATIO, momentum=0.9, closed_loop=False)
+    compression = DistQ(ratio=RATIO, warmup=None, momentum=0.9, closed_loop=False)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(), compression=compression,
     )
@@ -255,7 +255,7 @@ def test_sparse_embedding_gradients_sent_as_dense_are_named() -> None:
 
 def distq_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, DistQ]:
     model = make_model()
-    compression = DistQ(ratio=RATIO)
+    compression = DistQ(ratio=RATIO, warmup=None)
     optimizer = hvd.DistributedOptimizer(
         torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), named_parameters=model.named_parameters(),
         compression=compression,

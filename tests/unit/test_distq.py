@@ -40,7 +40,7 @@ def selected_dense(tensor: torch.Tensor, ratio: float) -> torch.Tensor:
 
 def test_round_trip_returns_the_selection() -> None:
     gradient = torch.randn(64, 100)
-    result = round_trip(DistQ(ratio=0.01, error_feedback=False), gradient)
+    result = round_trip(DistQ(ratio=0.01, warmup=None, error_feedback=False), gradient)
     assert result.shape == gradient.shape and result.dtype == gradient.dtype
     assert torch.equal(result, selected_dense(gradient, 0.01))
 
@@ -52,15 +52,26 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (config.closed_loop, config.error_feedback) == (True, True)
     assert (config.exchange, config.value_encoding, config.min_numel, config.sample_size) == ("auto", "auto", 1024,
                                                                                               4096)
-    assert (config.warmup, config.momentum) == (None, 0.0)
+    assert (config.warmup, config.momentum) == (Warmup(steps=50, start_ratio=0.25, dense_steps=0), 0.0)
     gradient = torch.distributions.StudentT(3.0).sample((20_000,))
-    sent = round_trip(DistQ(ratio=0.01, error_feedback=False, closed_loop=False), gradient)
+    sent = round_trip(DistQ(ratio=0.01, error_feedback=False, closed_loop=False, warmup=None), gradient)
     assert torch.equal(sent, selected_dense(gradient, 0.01))
     assert torch.count_nonzero(sent) == sparsify(gradient, 0.01, "auto", stages=3).indices.numel()
 
 
+def test_the_default_warmup_decays_from_a_quarter_to_the_ratio_in_50_steps() -> None:
+    compression = DistQ(ratio=0.01, error_feedback=False, closed_loop=False)
+    gradient = torch.distributions.StudentT(3.0).sample((20_000,))
+    sent = [torch.count_nonzero(round_trip(compression, gradient)).item() for _ in range(52)]
+    factors = compression.config.warmup_factors
+    for step, ratio in ((0, 0.25), (25, 0.05), (50, 0.01), (51, 0.01)):
+        assert 0.01 * factors[min(step, 50)] == pytest.approx(ratio)
+        assert sent[step] == sparsify(gradient, 0.01 * factors[min(step, 50)], "auto", stages=3).indices.numel(), step
+    assert sent[0] > 20 * sent[51]
+
+
 def test_error_feedback_keeps_what_was_not_sent() -> None:
-    compression = DistQ(ratio=0.01)
+    compression = DistQ(ratio=0.01, warmup=None)
     first, second = torch.randn(2, 5000)
     sent = round_trip(compression, first)
     assert torch.equal(sent + compression.memory.residual("w"), first)
@@ -72,7 +83,7 @@ def test_error_feedback_keeps_what_was_not_sent() -> None:
 
 
 def test_stats_report_the_last_step() -> None:
-    compression = DistQ(ratio=0.01)
+    compression = DistQ(ratio=0.01, warmup=None)
     round_trip(compression, torch.randn(10_000), name="big")
     round_trip(compression, torch.randn(10), name="bias")
     big, bias = compression.stats["big"], compression.stats["bias"]
@@ -130,7 +141,7 @@ def test_state_dict_round_trip(all_ranks: bool) -> None:
 def test_closed_loop_reaches_the_target_on_a_mis_specified_family() -> None:
     # A normal fit on Student-t(3) tails keeps about 10x too many at 0.001, and its threshold grows
     # slowly as the fit ratio falls: the loop has to find a fit ratio near 1e-10.
-    compression = DistQ(ratio=0.001, distribution="normal", error_feedback=False)
+    compression = DistQ(ratio=0.001, warmup=None, distribution="normal", error_feedback=False)
     torch.manual_seed(0)
     achieved = []
     for _ in range(10):
@@ -142,7 +153,7 @@ def test_closed_loop_reaches_the_target_on_a_mis_specified_family() -> None:
 
 
 def test_closed_loop_off_fits_at_the_target() -> None:
-    compression = DistQ(ratio=0.001, error_feedback=False, closed_loop=False)
+    compression = DistQ(ratio=0.001, warmup=None, error_feedback=False, closed_loop=False)
     gradient = torch.distributions.StudentT(3.0).sample((100_000,))
     first = round_trip(compression, gradient)
     assert torch.equal(round_trip(compression, gradient), first)
@@ -194,7 +205,7 @@ def test_error_feedback_object_alone() -> None:
 
 @pytest.mark.parametrize("encoding", ["float32", "float16", "bfloat16", "sign"])
 def test_encodings_keep_the_encoding_error_in_the_residual(encoding: str) -> None:
-    compression = DistQ(ratio=0.02, value_encoding=encoding)
+    compression = DistQ(ratio=0.02, warmup=None, value_encoding=encoding)
     gradient = torch.randn(5000)
     result = round_trip(compression, gradient)
     residual = compression.memory.residual("w")
@@ -208,7 +219,7 @@ def test_encodings_keep_the_encoding_error_in_the_residual(encoding: str) -> Non
 
 def test_sign_encoding_sends_one_scale_per_sign() -> None:
     gradient = torch.randn(5000)
-    result = round_trip(DistQ(ratio=0.02, value_encoding="sign", error_feedback=False), gradient)
+    result = round_trip(DistQ(ratio=0.02, warmup=None, value_encoding="sign", error_feedback=False), gradient)
     selected = sparsify(gradient, 0.02, DistQConfig.distribution)
     values = selected.values
     kept = result.view(-1)[selected.indices.long()]
@@ -243,7 +254,7 @@ def test_a_subclass_may_select_otherwise() -> None:
     from benchmarks.baselines import TopK
 
     gradient = torch.randn(10_000)
-    result = round_trip(TopK(ratio=0.01, error_feedback=False), gradient)
+    result = round_trip(TopK(ratio=0.01, error_feedback=False, warmup=None), gradient)
     expected = torch.zeros_like(gradient)
     top = gradient.abs().topk(100).indices
     expected[top] = gradient[top]
@@ -387,7 +398,7 @@ def test_a_device_without_a_kernel_is_served_through_the_host(monkeypatch: pytes
 def test_momentum_correction_is_deep_gradient_compressions_update() -> None:
     # One rank: what it sends each step is DGC's update re-done in NumPy, for a sparse gradient and
     # for a small one sent dense (its velocity).
-    compression = DistQ(ratio=0.01, momentum=0.9, closed_loop=False)
+    compression = DistQ(ratio=0.01, warmup=None, momentum=0.9, closed_loop=False)
     dgc = MomentumCorrection(0.9)
     torch.manual_seed(2)
     for _ in range(5):

@@ -89,7 +89,7 @@ def test_auto_goes_dense_past_the_crossover(frontend: str) -> None:
 def test_a_dense_step_sends_the_residual_and_spends_it(frontend: str) -> None:
     make, to_tensor, to_numpy = FRONTENDS[frontend]
     rng = np.random.default_rng(1)
-    sparse = make(ratio=0.01, exchange="sparse")
+    sparse = make(ratio=0.01, exchange="sparse", warmup=None)
     for _ in range(3):
         sparse.compress(to_tensor(rng.standard_normal((50, 100)).astype(np.float32)), name="w")
         sparse.discard_step()  # only the residual matters here, not the exchange

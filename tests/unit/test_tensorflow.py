@@ -138,14 +138,14 @@ class TestDistQ:
 
     def test_round_trip_returns_the_selection(self) -> None:
         g = tf.constant(reference.gradient_like(300 * 40, "float32").reshape(300, 40))
-        out = reduce(distq_tf.DistQ(ratio=0.01, error_feedback=False, closed_loop=False), g)
+        out = reduce(distq_tf.DistQ(ratio=0.01, warmup=None, error_feedback=False, closed_loop=False), g)
         selection = distq_tf.sparsify(g, 0.01, DistQConfig.distribution)
         expected = np.zeros(g.shape.num_elements(), np.float32)
         expected[selection.indices.numpy()] = selection.values.numpy()
         np.testing.assert_array_equal(out.numpy(), expected.reshape(300, 40))
 
     def test_error_feedback_keeps_what_was_not_sent(self) -> None:
-        compression = distq_tf.DistQ(ratio=0.01)
+        compression = distq_tf.DistQ(ratio=0.01, warmup=None)
         g = tf.constant(reference.gradient_like(20_000, "float32"))
         total_sent = np.zeros(20_000, np.float32)
         for _ in range(4):

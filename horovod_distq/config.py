@@ -51,9 +51,9 @@ class DistQConfig:
             ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
             decaying steps; None or 0: none. By default ``Warmup(steps=50)``: early loss near
             dense's for a few percent more bytes (README, Accuracy). Counted per gradient and kept
-            in ``state_dict()``, so a resumed run goes on with the schedule. The closed loop keeps learning during it
-            (it corrects the warm-up's ratio by the same factor); the choice of sparse or dense
-            under ``exchange="auto"`` is made at ``ratio``.
+            in ``state_dict()``, so a resumed run goes on with the schedule. The closed loop keeps
+            learning during it (it corrects the warm-up's ratio by the same factor); the choice of
+            sparse or dense under ``exchange="auto"`` is made at ``ratio``.
         momentum: Deep Gradient Compression's momentum correction, in [0, 1): with 0.9, say, error
             feedback accumulates each gradient's velocity ``u = 0.9 * u + gradient`` instead of the
             gradient, the pairs are selected from that, and a sent entry clears its velocity

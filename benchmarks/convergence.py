@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import plots
-from benchmarks.convergence_worker import DDP_METHODS, HOROVOD_METHODS, MOMENTUM_CORRECTING, OPTIMIZERS
+from benchmarks.convergence_worker import DDP_METHODS, HOROVOD_METHODS, OPTIMIZER_BOUND, OPTIMIZERS
 from benchmarks.e2e import DDP_LAUNCHES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +39,12 @@ HELP = "2 workers, hundreds of steps, several seeds: validation loss per method 
 def run(models: tuple[str, ...] = MODELS, ratios: tuple[float, ...] = RATIOS, steps: int = 300,
         methods: tuple[str, ...] = METHODS, warmup_steps: int = 50, seeds: tuple[int, ...] = (0,),
         optimizers: tuple[str, ...] = ("sgd",)) -> list[dict]:
-    """Every method on every model, optimizer, seed and ratio; one record per run. The methods that
-    correct SGD's momentum are left out of Adam's runs."""
+    """Every method on every model, optimizer, seed and ratio; one record per run. A method that
+    takes one optimizer's state over (``OPTIMIZER_BOUND``) runs with that optimizer only."""
     records = []
     for model in models:
         for optimizer in optimizers:
-            applicable = tuple(m for m in methods if optimizer != "adam" or m not in MOMENTUM_CORRECTING)
+            applicable = tuple(m for m in methods if OPTIMIZER_BOUND.get(m, optimizer) == optimizer)
             for seed in seeds:
                 records += _ratios(model, optimizer, seed, ratios, steps, applicable, warmup_steps)
     return records
@@ -152,7 +152,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=int, default=50, help="distq-warmup's decaying steps (distq's: 50)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="runs per method, each its own seed")
     parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=["sgd"],
-                        help="adam leaves out the momentum-correcting methods")
+                        help="distq-momentum runs with sgd only, distq-adam with adam only")
 
 
 def command(args: argparse.Namespace) -> list[dict]:

@@ -5,9 +5,10 @@ Horovod's methods (``--engine horovod``, under ``horovodrun``): dense, Horovod's
 with DistQ's exchange, error feedback and warm-up, DistQ as it comes (``DistQ(ratio)``), DistQ
 without its sparsity warm-up, DistQ with a warm-up of ``--warmup-steps``, and DistQ with momentum
 correction (``move_momentum``: the optimizer's momentum moved into DistQ; with the default
-warm-up, Deep Gradient Compression's pair).
-The optimizer is SGD with momentum (``--optimizer sgd``) or Adam (``--optimizer adam``, where the
-momentum-correcting methods do not apply). PowerSGD (``--engine ddp``, under ``torchrun``): torch's
+warm-up, Deep Gradient Compression's pair), and DistQ with local Adam (``move_adam``: Adam's moments
+moved into DistQ, the optimizer plain SGD).
+The optimizer is SGD with momentum (``--optimizer sgd``) or Adam (``--optimizer adam``); distq-momentum
+runs with SGD only, distq-adam with Adam only. PowerSGD (``--engine ddp``, under ``torchrun``): torch's
 ``powerSGD_hook`` at rank R through torch.distributed on Gloo. Started by
 ``python -m benchmarks convergence`` (benchmarks/convergence.py).
 """
@@ -32,15 +33,17 @@ from benchmarks.quality import CharTransformer, stdlib_text
 from examples.common import bytes_per_step, digits_split
 from examples.torch_models import DigitsCNN, as_tensors
 from horovod_distq import Warmup
-from horovod_distq.torch import DistQ, move_momentum
+from horovod_distq.torch import DistQ, move_adam, move_momentum
 
-HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-no-warmup", "distq-warmup", "distq-momentum")
+HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-no-warmup", "distq-warmup", "distq-momentum",
+                   "distq-adam")
 DDP_METHODS = ("powersgd-2", "powersgd-4")
 MOMENTUM = 0.9
 LEARNING_RATES = {"digits_cnn": 0.05, "char_transformer": 0.1}
 ADAM_LEARNING_RATE = 1e-3
 OPTIMIZERS = ("sgd", "adam")
-MOMENTUM_CORRECTING = ("distq-momentum",)
+# Methods that take one optimizer's state over, and the optimizer they need.
+OPTIMIZER_BOUND = {"distq-momentum": "sgd", "distq-adam": "adam"}
 BATCH = {"digits_cnn": 32, "char_transformer": 16}
 CONTEXT = 64
 Batches = Iterator[tuple[torch.Tensor, torch.Tensor]]
@@ -92,9 +95,9 @@ def evaluate(model: torch.nn.Module, validation: tuple[torch.Tensor, torch.Tenso
 
 def local_optimizer(method: str, model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
     """The method's optimizer: SGD with momentum, or Adam."""
+    if OPTIMIZER_BOUND.get(method, args.optimizer) != args.optimizer:
+        raise ValueError(f"{method} takes {OPTIMIZER_BOUND[method]}'s state over, not {args.optimizer}'s")
     if args.optimizer == "adam":
-        if method in MOMENTUM_CORRECTING:
-            raise ValueError(f"{method} corrects SGD's momentum: it does not apply to Adam")
         return torch.optim.Adam(model.parameters(), lr=ADAM_LEARNING_RATE)
     return torch.optim.SGD(model.parameters(), lr=LEARNING_RATES[args.model], momentum=MOMENTUM)
 
@@ -111,6 +114,9 @@ def horovod_training(method: str, model: torch.nn.Module, args: argparse.Namespa
         "distq-warmup": lambda: DistQ(ratio=args.ratio, warmup=Warmup(steps=args.warmup_steps)),
         "distq-momentum": lambda: DistQ(ratio=args.ratio, momentum=move_momentum(local)),
     }
+    if method == "distq-adam":
+        local, adam = move_adam(local)
+        compressions[method] = lambda: DistQ(ratio=args.ratio, adam=adam)
     compression = compressions[method]()
     optimizer = hvd.DistributedOptimizer(local, named_parameters=model.named_parameters(), compression=compression)
     numels = [p.numel() for p in model.parameters()]

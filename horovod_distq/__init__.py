@@ -10,6 +10,7 @@ from horovod_distq.compressor import DistQCompressor
 from horovod_distq.config import DistQConfig
 from horovod_distq.encodings import VALUE_ENCODINGS, ValueEncoding, value_encoding
 from horovod_distq.families import FAMILIES, FamilySpec, family_arguments
+from horovod_distq.local_adam import LocalAdam
 from horovod_distq.selection import SparseSelection
 from horovod_distq.stats import TensorStats
 from horovod_distq.warmup import Warmup
@@ -24,6 +25,7 @@ __all__ = [
     "DistQConfig",
     "DistQExchangeError",
     "FamilySpec",
+    "LocalAdam",
     "SparseSelection",
     "TensorStats",
     "ValueEncoding",

@@ -66,8 +66,9 @@ class ErrorFeedbackRole(Protocol):
     """
 
     def accumulate(self, name: str, gradient: Any) -> Any:
-        """Adds ``gradient`` (with momentum correction, its velocity) to the residual of ``name``
-        and returns the sum (the accumulated gradient of claim 9), to select from before :meth:`keep_unsent`."""
+        """Adds ``gradient`` (with momentum correction its velocity, with local Adam its direction)
+        to the residual of ``name`` and returns the sum (the accumulated gradient of claim 9), to
+        select from before :meth:`keep_unsent`."""
 
     def keep_unsent(self, name: str, indices: Any, selected: Any, sent: Any) -> None:
         """Makes the accumulated gradient of ``name`` minus what was sent its residual.
@@ -82,7 +83,7 @@ class ErrorFeedbackRole(Protocol):
         """
 
     def flush(self, name: str, gradient: Any) -> Any:
-        """``gradient`` (with momentum correction, its velocity after this step) plus the residual
+        """``gradient`` (with momentum correction its velocity, with local Adam its direction) plus the residual
         of ``name`` if it has one (in the gradient's dtype and shape), the residual then zero or
         dropped: what a step sending ``name`` dense sends."""
 
@@ -515,16 +516,18 @@ class DistQCompressor(ABC):
             self._dense_stats[name] = TensorStats(numel, numel, None, nbytes, nbytes)
 
     def _dense_gradient(self, name: str | None, tensor: Any) -> Any:
-        """What a dense gradient sends: itself, with momentum correction its velocity, plus what
-        earlier sparse steps left unsent (when the process set grew past the crossover, or
-        ``exchange`` changed): sent whole, so error feedback stays exact; the residual is then spent."""
+        """What a dense gradient sends: itself (with momentum correction its velocity, with local
+        Adam its direction), plus what earlier sparse steps left unsent (when the process set grew
+        past the crossover, or ``exchange`` changed): sent whole, so error feedback stays exact;
+        the residual is then spent."""
         if not self.config.error_feedback or not self._is_floating(tensor):
             return tensor
         if name is None:
-            if self.config.momentum:
-                raise ValueError(f"DistQ(momentum=...) needs every gradient's name: {self.names.how_to_name}")
+            if self.config.transforms_gradients:
+                raise ValueError(f"DistQ(momentum=...) and DistQ(adam=...) need every gradient's name: "
+                                 f"{self.names.how_to_name}")
             return tensor
-        if not self.config.momentum and self.memory.residual(name) is None:
+        if not self.config.transforms_gradients and self.memory.residual(name) is None:
             return tensor
         return self.memory.flush(name, tensor)
 

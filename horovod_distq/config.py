@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from horovod_distq.encodings import value_encoding
 from horovod_distq.exchange_cost import EXCHANGE_MODES
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE, default_stages, sparsify_arguments
+from horovod_distq.local_adam import LocalAdam, local_adam_from
 from horovod_distq.warmup import DEFAULT_WARMUP, Warmup, warmup_from
 
 
@@ -60,6 +61,14 @@ class DistQConfig:
             (momentum factor masking); gradients sent dense send their velocity. Switch the
             optimizer's own momentum off (SGD ``momentum=0``): this is the momentum. Needs
             ``error_feedback=True``; velocities are part of ``state_dict()``.
+        adam: local Adam, a :class:`horovod_distq.LocalAdam` (True: its defaults) or None: each
+            worker keeps Adam's moments of its own dense gradient and turns it into its Adam
+            direction ``m_hat / (sqrt(v_hat) + eps)``, which error feedback accumulates and the
+            pairs are selected from; gradients sent dense send their direction. The optimizer
+            must then be plain SGD with Adam's learning rate (``move_adam`` makes it from an Adam
+            or AdamW optimizer). For Adam-trained models: Adam fed sparse averages takes steps too
+            small where entries are sent rarely (README, Accuracy). Needs ``error_feedback=True``,
+            excludes ``momentum``; the moments and step counts are part of ``state_dict()``.
         family_params: the family's keyword parameters (``dof`` for ``student_t``); the
             compressors take them as keyword arguments (``DistQ(0.01, "student_t", dof=4)``).
 
@@ -83,6 +92,7 @@ class DistQConfig:
     exchange: str = "auto"
     warmup: Warmup | int | None = DEFAULT_WARMUP
     momentum: float = 0.0
+    adam: LocalAdam | bool | None = None
     family_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -93,6 +103,11 @@ class DistQConfig:
         if self.momentum and not self.error_feedback:
             raise ValueError("momentum correction accumulates the velocity in error feedback: it needs "
                              "error_feedback=True")
+        object.__setattr__(self, "adam", local_adam_from(self.adam))
+        if self.adam is not None and not self.error_feedback:
+            raise ValueError("local Adam accumulates its directions in error feedback: it needs error_feedback=True")
+        if self.adam is not None and self.momentum:
+            raise ValueError("local Adam has its own momentum (beta1): give adam or momentum, not both")
         if not _is_number(self.ratio) or not 0 < self.ratio <= 1:
             raise ValueError(f"ratio must be a number in (0, 1], got {self.ratio!r}")
         object.__setattr__(self, "ratio", float(self.ratio))  # NumPy scalars too, stored as a Python float
@@ -104,6 +119,12 @@ class DistQConfig:
         value_encoding(self.value_encoding)
         if self.exchange not in EXCHANGE_MODES:
             raise ValueError(f"exchange must be one of {EXCHANGE_MODES}, got {self.exchange!r}")
+
+    @property
+    def transforms_gradients(self) -> bool:
+        """Whether each gradient is turned into an optimizer's update direction before it is
+        accumulated or sent (momentum correction, local Adam), so every gradient has state."""
+        return bool(self.momentum) or self.adam is not None
 
     @property
     def warmup_factors(self) -> list[float]:

@@ -1,9 +1,11 @@
 """DistQ's checkpoint format, for both frontends: one rank's state, or every rank's in one dict.
 
-A rank's state is ``{"error_feedback": {"residuals": {name: array}, "velocities": {name: array}},
+A rank's state is ``{"error_feedback": {"residuals": {name: array}, "velocities": {name: array},
+"adam": {"first_moments": {name: array}, "second_moments": {name: array}, "steps": {name: int}}},
 "closed_loop": {"target": ratio, "loops": {name: array of 4}}, "warmup": {"steps": {name: int}},
 "rank": the rank that saved it, or None}``, the arrays being the frontend's (torch tensors, NumPy arrays);
-velocities are momentum correction's, warm-up steps each gradient's steps so far. Error feedback is
+velocities are momentum correction's, "adam" local Adam's moments and steps, warm-up steps each
+gradient's steps so far. Error feedback is
 per rank: each rank's residual is what *its* gradients did not send, and loading another rank's
 state with ``load_state_dict`` warns (a ``"rank"`` of None loads anywhere without a warning).
 So a checkpoint written by rank 0 alone resumes exactly only if it holds every rank's state:
@@ -18,7 +20,7 @@ import pickle
 import struct
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 ALL_RANKS = "all_ranks"
 _LENGTH = struct.Struct("<q")
@@ -124,6 +126,41 @@ def checked_residuals(state: Any, is_floating: Callable[[Any], bool]) -> tuple[d
             if not isinstance(name, str) or not is_floating(array):
                 raise ValueError(f"DistQ {kind} of {name!r}: expected a floating-point array, got {array!r}")
     return state["residuals"], velocities
+
+
+class AdamMoments(NamedTuple):
+    """Local Adam's state of error feedback: per gradient name, its moments and its step count."""
+
+    first_moments: dict[str, Any]
+    second_moments: dict[str, Any]
+    steps: dict[str, int]
+
+
+def checked_adam_moments(state: Any, is_floating: Callable[[Any], bool]) -> AdamMoments:
+    """Local Adam's moments and steps of an error-feedback state, checked (absent: none, every
+    gradient's moments start at zero).
+
+    Raises:
+        ValueError: not ``{"first_moments": {name: array}, "second_moments": {...}, "steps": {name: int}}``
+            with the same names in all three.
+    """
+    adam = state.get("adam", {}) if isinstance(state, dict) else None
+    parts = ("first_moments", "second_moments", "steps")
+    if not isinstance(adam, dict) or (adam and not all(isinstance(adam.get(part), dict) for part in parts)):
+        raise ValueError(f"DistQ error-feedback state: 'adam' must be a dict with {parts}, as state_dict() returns")
+    if not adam:
+        return AdamMoments({}, {}, {})
+    first, second, steps = (adam[part] for part in parts)
+    if not set(first) == set(second) == set(steps):
+        raise ValueError("DistQ local Adam state: first_moments, second_moments and steps name different gradients")
+    for kind, arrays in (("first moment", first), ("second moment", second)):
+        for name, array in arrays.items():
+            if not isinstance(name, str) or not is_floating(array):
+                raise ValueError(f"DistQ local Adam {kind} of {name!r}: expected a floating-point array, got {array!r}")
+    for name, step in steps.items():
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+            raise ValueError(f"DistQ local Adam steps of {name!r}: expected a positive integer, got {step!r}")
+    return AdamMoments(first, second, {name: int(step) for name, step in steps.items()})
 
 
 def checked_loops(state: Any, target: float, is_floating: Callable[[Any], bool]) -> dict[str, Any]:

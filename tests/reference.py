@@ -167,3 +167,35 @@ class MomentumCorrection:
         self.velocities[name] = np.where(sent != 0, 0, velocity)  # selections never hold zeros
         self.accumulations[name] = accumulation - sent  # what the encoding lost stays
         return sent
+
+
+class LocalAdamReference:
+    """Local Adam for one rank, in NumPy (float64 moments): per gradient Adam's moments of this
+    rank's gradients, ``m = b1 m + (1 - b1) g`` and ``v = b2 v + (1 - b2) g^2``, and its direction
+    ``d = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``, which error feedback accumulates; the
+    selected part of the accumulation is sent. A gradient sent dense sends its direction.
+    Nothing is masked: the moments are the rank's own, whatever was sent.
+
+    Args:
+        beta1, beta2, eps: Adam's settings.
+    """
+
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.moments: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+        self.accumulations: dict[str, np.ndarray] = {}
+
+    def step(self, name: str, gradient: np.ndarray, select: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:
+        """What this rank sends of ``name`` this step: ``select(accumulation)`` (float32, the sent
+        values in place, zeros elsewhere), or with ``select=None`` (a dense gradient) the direction."""
+        g = gradient.astype(np.float64)
+        m, v, t = self.moments.get(name, (np.zeros_like(g), np.zeros_like(g), 0))
+        m, v, t = self.beta1 * m + (1 - self.beta1) * g, self.beta2 * v + (1 - self.beta2) * g * g, t + 1
+        self.moments[name] = (m, v, t)
+        direction = ((m / (1 - self.beta1**t)) / (np.sqrt(v / (1 - self.beta2**t)) + self.eps)).astype(np.float32)
+        if select is None:
+            return direction
+        accumulation = self.accumulations.get(name, np.zeros_like(direction)) + direction
+        sent = select(accumulation)
+        self.accumulations[name] = accumulation - sent
+        return sent

@@ -224,15 +224,16 @@ def test_convergence_suite(tmp_path) -> None:
 
 
 def test_convergence_suite_over_seeds_and_optimizers(tmp_path) -> None:
-    """Each seed is its own run (its own initial weights and batches); Adam's runs leave the
-    momentum-correcting methods out; the table reports the seeds' mean and spread."""
+    """Each seed is its own run (its own initial weights and batches); SGD's runs leave local Adam
+    out, Adam's momentum correction; the table reports the seeds' mean and spread."""
     bench("convergence", "--models", "digits_cnn", "--ratios", "0.01", "--steps", "31", "--seeds", "0", "1",
-          "--optimizers", "sgd", "adam", "--methods", "dense", "distq", "distq-momentum", out=tmp_path)
+          "--optimizers", "sgd", "adam", "--methods", "dense", "distq", "distq-momentum", "distq-adam", out=tmp_path)
     records = json.loads((tmp_path / "convergence.json").read_text())
     assert [(r["optimizer"], r["seed"], r["method"]) for r in records] == [
         ("sgd", 0, "dense"), ("sgd", 0, "distq"), ("sgd", 0, "distq-momentum"),
         ("sgd", 1, "dense"), ("sgd", 1, "distq"), ("sgd", 1, "distq-momentum"),
-        ("adam", 0, "dense"), ("adam", 0, "distq"), ("adam", 1, "dense"), ("adam", 1, "distq")]
+        ("adam", 0, "dense"), ("adam", 0, "distq"), ("adam", 0, "distq-adam"),
+        ("adam", 1, "dense"), ("adam", 1, "distq"), ("adam", 1, "distq-adam")]
     by_run = {(r["optimizer"], r["seed"], r["method"]): r for r in records}
     assert by_run["sgd", 0, "dense"]["curve"][0] == by_run["adam", 0, "dense"]["curve"][0]  # the seed's weights
     assert by_run["sgd", 0, "dense"]["curve"][0] != by_run["sgd", 1, "dense"]["curve"][0]
@@ -245,7 +246,8 @@ def test_convergence_suite_over_seeds_and_optimizers(tmp_path) -> None:
     assert dense["final_loss_std"] == pytest.approx(abs(pair[0] - pair[1]) / 2 ** 0.5)
     assert rows["adam", "distq"]["final_x_dense"] == pytest.approx(
         rows["adam", "distq"]["final_loss"] / rows["adam", "dense"]["final_loss"])
-    assert ("adam", "distq-momentum") not in rows
+    assert ("adam", "distq-momentum") not in rows and ("sgd", "distq-adam") not in rows
+    assert rows["adam", "distq-adam"]["final_loss"] != rows["adam", "distq"]["final_loss"]
     assert (tmp_path / "convergence.png").stat().st_size > 0
 
 

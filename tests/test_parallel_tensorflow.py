@@ -13,9 +13,9 @@ pytestmark = pytest.mark.parametrize("controller", ["gloo", "mpi"])
 def test_tape_matches_dense_reference(controller: str) -> None:
     # Eagerly and in tf.function, each: 8 averages (sum, predivide, Horovod's own tape, 4 encodings
     # among them), 1 empty selection, 2 error feedback, 1 momentum correction against DGC in NumPy,
-    # 1 embedding with a local source, 1 rank-0 checkpoint resumed exactly, 1 misuse (one DistQ for
-    # two models).
-    pytest_on_every_rank("tests/parallel/tensorflow_tape_check.py", controller, passed=30, timeout=600)
+    # 1 local Adam against NumPy and resumed exactly, 1 embedding with a local source, 1 rank-0
+    # checkpoint resumed exactly, 1 misuse (one DistQ for two models).
+    pytest_on_every_rank("tests/parallel/tensorflow_tape_check.py", controller, passed=32, timeout=600)
 
 
 def test_ranks_disagreeing_on_the_sparse_path_fail_cleanly(controller: str) -> None:
@@ -24,7 +24,7 @@ def test_ranks_disagreeing_on_the_sparse_path_fail_cleanly(controller: str) -> N
 
 
 def test_keras_fit_reduces_through_the_distributed_optimizer(controller: str) -> None:
-    # One step of fit against the dense reference (dense, DistQ), 2 epochs with broadcast and
-    # averaged metrics (dense, fp16, DistQ), an exact resume from the DistQ checkpoint, a custom loop,
-    # ranks with different models refused.
-    pytest_on_every_rank("tests/parallel/keras_fit_check.py", controller, passed=8, timeout=600)
+    # One step of fit against the dense reference (dense, DistQ), 3 steps of fit with local Adam
+    # against NumPy, 2 epochs with broadcast and averaged metrics (dense, fp16, DistQ), an exact
+    # resume from the DistQ checkpoint, a custom loop, ranks with different models refused.
+    pytest_on_every_rank("tests/parallel/keras_fit_check.py", controller, passed=9, timeout=600)

@@ -15,6 +15,7 @@ from horovod_distq.tensorflow.compressor import DistQ
 from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.elastic import VariablesState
 from horovod_distq.tensorflow.error_feedback import ErrorFeedback
+from horovod_distq.tensorflow.local_adam import move_adam
 from horovod_distq.tensorflow.momentum import move_momentum
 from horovod_distq.tensorflow.naming import backing_variable
 from horovod_distq.tensorflow.ops import sparsify
@@ -30,6 +31,7 @@ __all__ = [
     "SparseSelection",
     "VariablesState",
     "backing_variable",
+    "move_adam",
     "move_momentum",
     "sparsify",
 ]

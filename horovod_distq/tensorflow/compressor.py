@@ -15,6 +15,7 @@ import tensorflow as tf
 from horovod_distq.compressor import DistQCompressor, SparseContext
 from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
+from horovod_distq.local_adam import LocalAdam
 from horovod_distq.tensorflow import world
 from horovod_distq.tensorflow.control import RatioController
 from horovod_distq.tensorflow.encoding import encode
@@ -75,6 +76,7 @@ class DistQ(DistQCompressor, tf.Module):
         exchange: str = "auto",
         warmup: Warmup | int | None = DEFAULT_WARMUP,
         momentum: float = 0.0,
+        adam: LocalAdam | bool | None = None,
         *,
         process_set: hvd.ProcessSet = hvd.global_process_set,
         **family_params: Any,
@@ -87,14 +89,14 @@ class DistQ(DistQCompressor, tf.Module):
         config = DistQConfig(
             ratio=ratio, distribution=distribution, error_feedback=error_feedback, min_numel=min_numel,
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
-            exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
+            exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
         tf.Module.__init__(self, name="distq")
         DistQCompressor.__init__(
             self,
             config,
             names=GradientNames(),
-            memory=ErrorFeedback(config.momentum),
+            memory=ErrorFeedback(config.momentum, config.adam),
             controller=RatioController(config.ratio),
             schedule=WarmupCounter(config.warmup_factors),
             exchange=AllgatherExchange(process_set),
@@ -198,8 +200,8 @@ class DistQ(DistQCompressor, tf.Module):
             # What the ranks must agree on, including which gradients go sparse (exchange="auto"
             # decides with each rank's ratio).
             described.append(f"{name}:{spec.shape}:{spec.dtype.name}:{sparse}")
-            if self.config.momentum and spec.dtype.is_floating:  # dense gradients keep a velocity too
-                self.memory.prepare_velocity(name, spec.shape.num_elements(), spec.dtype)
+            if self.config.transforms_gradients and spec.dtype.is_floating:  # dense gradients too
+                self.memory.prepare_direction(name, spec.shape.num_elements(), spec.dtype)
             if not sparse:
                 continue
             if self.config.error_feedback:

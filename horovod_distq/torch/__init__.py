@@ -12,7 +12,8 @@ from horovod_distq.selection import SparseSelection
 from horovod_distq.torch.compressor import DistQ
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.error_feedback import ErrorFeedback
+from horovod_distq.torch.local_adam import move_adam
 from horovod_distq.torch.momentum import move_momentum
 from horovod_distq.torch.ops import sparsify
 
-__all__ = ["DistQ", "ErrorFeedback", "RatioController", "SparseSelection", "move_momentum", "sparsify"]
+__all__ = ["DistQ", "ErrorFeedback", "RatioController", "SparseSelection", "move_adam", "move_momentum", "sparsify"]

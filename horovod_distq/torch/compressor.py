@@ -11,6 +11,7 @@ import torch
 from horovod_distq.compressor import DistQCompressor, ExchangeRole, NamesRole, SparseContext
 from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
+from horovod_distq.local_adam import LocalAdam
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.encoding import dtype_name, encode
 from horovod_distq.torch.error_feedback import ErrorFeedback, residual_dtype
@@ -35,7 +36,7 @@ class TorchCompressor(DistQCompressor):
         super().__init__(
             config,
             names=names,
-            memory=ErrorFeedback(config.momentum),
+            memory=ErrorFeedback(config.momentum, config.adam),
             controller=RatioController(config.ratio),
             schedule=WarmupCounter(config.warmup_factors),
             exchange=exchange,
@@ -127,6 +128,7 @@ class DistQ(TorchCompressor):
         exchange: str = "auto",
         warmup: Warmup | int | None = DEFAULT_WARMUP,
         momentum: float = 0.0,
+        adam: LocalAdam | bool | None = None,
         *,
         process_set: hvd.ProcessSet = hvd.global_process_set,
         **family_params: Any,
@@ -134,7 +136,7 @@ class DistQ(TorchCompressor):
         config = DistQConfig(
             ratio=ratio, distribution=distribution, error_feedback=error_feedback, min_numel=min_numel,
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
-            exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
+            exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
         super().__init__(config, names=ParameterNames(), exchange=AllgatherExchange(process_set))
 

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
+from horovod_distq.local_adam import LocalAdam
 from horovod_distq.torch.compressor import TorchCompressor
 from horovod_distq.torch.ddp_exchange import ProcessGroupExchange
 from horovod_distq.warmup import DEFAULT_WARMUP, Warmup
@@ -112,6 +113,7 @@ class DistQState(TorchCompressor):
         exchange: str = "auto",
         warmup: Warmup | int | None = DEFAULT_WARMUP,
         momentum: float = 0.0,
+        adam: LocalAdam | bool | None = None,
         *,
         process_group: dist.ProcessGroup | None = None,
         **family_params: Any,
@@ -119,7 +121,7 @@ class DistQState(TorchCompressor):
         config = DistQConfig(
             ratio=ratio, distribution=distribution, error_feedback=error_feedback, min_numel=min_numel,
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
-            exchange=exchange, warmup=warmup, momentum=momentum, family_params=family_params,
+            exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
         super().__init__(config, names=ModuleParameterNames(module), exchange=ProcessGroupExchange(process_group))
 

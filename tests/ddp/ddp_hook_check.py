@@ -17,8 +17,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from horovod_distq import LocalAdam
 from horovod_distq.torch.ddp import DistQState, distq_hook
 from tests.parallel.common import DISAGREEING_SETTINGS, SETTINGS_MESSAGE, assert_identical_on_every_rank
+from tests.reference import LocalAdamReference
 from tests.torch_reference import selected_part
 
 RATIO = 0.05
@@ -79,8 +81,8 @@ def average(contributions: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(contributions).sum(0) / dist.get_world_size()
 
 
-def check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    if not torch.allclose(actual, expected, rtol=1e-5, atol=1e-7):
+def check_close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float = 1e-7) -> None:
+    if not torch.allclose(actual, expected, rtol=1e-5, atol=atol):
         worst = (actual - expected).abs().max().item()
         raise AssertionError(f"rank {dist.get_rank()}: {what}: max abs difference {worst:g}")
 
@@ -112,6 +114,26 @@ def test_hook_matches_dense_reference(encoding: str) -> None:
     assert sparse == ["hidden.weight", "out.weight"]
     assert all(state.stats[name].threshold is not None for name in sparse)
     assert state.exchange.last_round is not None
+
+
+def test_local_adam_matches_a_numpy_model() -> None:
+    """DistQState(adam=...), 4 steps: every gradient DDP hands the optimizer against local Adam
+    re-done in NumPy for every rank (a large eps: Adam's first directions are otherwise all +-1,
+    and which of equals is selected is a tie)."""
+    model = make_model()
+    state = DistQState(model, ratio=RATIO, warmup=None, closed_loop=False, adam=LocalAdam(eps=0.01))
+    ddp = wrap(model, state)
+    ranks = [LocalAdamReference(eps=0.01) for _ in range(dist.get_world_size())]
+    for step in range(4):
+        x, y = batch(step)
+        raw = raw_gradients(model, x, y)
+        ddp.zero_grad()
+        loss_of(ddp, x, y).backward()
+        for name, param in model.named_parameters():
+            select = (lambda a: selected_part(torch.from_numpy(a), state).numpy()) if state.compresses(param) else None
+            sent = [rank.step(name, g.numpy(), select) for rank, g in zip(ranks, all_ranks(raw[name]))]
+            check_close(param.grad, average([torch.from_numpy(s) for s in sent]), f"{name} step {step}", atol=1e-6)
+    assert set(state.state_dict()["error_feedback"]["adam"]["steps"].values()) == {4}
 
 
 def test_no_sync_compresses_the_accumulated_gradient() -> None:

@@ -23,6 +23,7 @@ import horovod_distq.tensorflow as distq
 import horovod_distq.tensorflow.keras as distq_keras
 from tests.parallel.common import assert_identical_on_every_rank, same_run
 from tests.parallel.tensorflow_tape_check import all_ranks, batch, check_close, loss_of, raw_gradients, selected_part
+from tests.reference import LocalAdamReference
 
 RATIO = 0.05
 LEARNING_RATE = 0.1
@@ -75,6 +76,29 @@ def test_one_step_of_fit_matches_dense_reference(kind: str) -> None:
     if compression is not None:
         assert sparse == 2 and set(compression.stats) == set(before), compression.stats
         assert compression.bytes_sent < sum(s.dense_bytes for s in compression.stats.values()) / 4
+
+
+def test_fit_with_local_adam_matches_a_numpy_model() -> None:
+    """Keras Adam handed to DistQ by move_adam, 3 steps of fit: each step moves every variable by
+    the learning rate times the ranks' local-Adam sends re-done in NumPy (a large eps: Adam's first
+    directions are otherwise all +-1, and which of equals is selected is a tie)."""
+    model = named_model()
+    optimizer, adam = distq.move_adam(keras.optimizers.Adam(LEARNING_RATE, epsilon=0.01))
+    compression = distq.DistQ(ratio=RATIO, warmup=None, closed_loop=False, adam=adam)
+    model.compile(optimizer=distq_keras.DistributedOptimizer(optimizer, compression=compression),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    ranks = [LocalAdamReference(eps=0.01) for _ in range(hvd.size())]
+    for step in range(3):
+        x, y = batch(step)
+        raw = raw_gradients(model, x, y)
+        before = {v.path: v.numpy() for v in model.trainable_variables}
+        model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+        for variable in model.trainable_variables:
+            name = variable.path
+            select = (lambda a: selected_part(a, compression)) if compression.compresses(variable.value) else None
+            sent = [rank.step(name, g, select) for rank, g in zip(ranks, all_ranks(raw[name]))]
+            expected = before[name] - LEARNING_RATE * np.mean(sent, axis=0)
+            check_close(variable.numpy(), expected, f"{name} after step {step} of fit with local Adam", atol=1e-6)
 
 
 class LogsRecorder(keras.callbacks.Callback):

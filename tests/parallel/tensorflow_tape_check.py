@@ -24,7 +24,7 @@ import tensorflow as tf
 import horovod_distq.tensorflow as distq
 from tests import reference
 from tests.parallel.common import assert_identical_on_every_rank, same_run
-from tests.reference import MomentumCorrection
+from tests.reference import LocalAdamReference, MomentumCorrection
 
 RATIO = 0.05
 ENCODINGS = ("float32", "float16", "bfloat16", "sign")
@@ -76,8 +76,8 @@ def selected_part(array: np.ndarray, compression: distq.DistQ, ratio: float | No
     return dense.reshape(array.shape)
 
 
-def check_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
-    if not np.allclose(actual, expected, rtol=1e-5, atol=1e-7):
+def check_close(actual: np.ndarray, expected: np.ndarray, what: str, atol: float = 1e-7) -> None:
+    if not np.allclose(actual, expected, rtol=1e-5, atol=atol):
         worst = np.abs(actual - expected).max()
         raise AssertionError(f"rank {hvd.rank()}: {what}: max abs difference {worst:g}")
 
@@ -191,13 +191,11 @@ def test_error_feedback_training(mode: str, encoding: str) -> None:
     assert_identical_on_every_rank([v.numpy() for v in model.trainable_variables], all_ranks)
 
 
-def test_momentum_correction_matches_deep_gradient_compression(mode: str) -> None:
-    """DistQ(momentum=0.9) under SGD without momentum, 5 steps: every variable's reduced gradient
-    against DGC's update re-done in NumPy for every rank from the ranks' raw gradients (sparse ones
-    selected by the reference rule, dense ones sending their velocity)."""
-    model = make_model()
-    compression = distq.DistQ(ratio=RATIO, warmup=None, momentum=0.9, closed_loop=False)
-    optimizer = keras.optimizers.SGD(learning_rate=0.1)
+def check_against_numpy_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, compression: distq.DistQ,
+                              ranks: list, mode: str, atol: float = 1e-7) -> None:
+    """5 steps: every variable's reduced gradient against the NumPy model of what each rank sends
+    (``ranks``: one per rank, with a ``step(name, gradient, select)``), re-done from the ranks' raw
+    gradients, sparse ones selected by the reference rule, dense ones sent whole."""
 
     def step(x, y):
         with tf.GradientTape() as tape:
@@ -207,7 +205,6 @@ def test_momentum_correction_matches_deep_gradient_compression(mode: str) -> Non
         return grads
 
     run = tf.function(step) if mode == "function" else step
-    ranks = [MomentumCorrection(0.9) for _ in range(hvd.size())]
     for index in range(5):
         x, y = batch(index)
         raw = raw_gradients(model, x, y)
@@ -215,10 +212,47 @@ def test_momentum_correction_matches_deep_gradient_compression(mode: str) -> Non
         for variable, grad in zip(model.trainable_variables, grads):
             name = variable.path
             select = (lambda v: selected_part(v, compression)) if compression.compresses(variable.value) else None
-            sent = [dgc.step(name, g, select) for dgc, g in zip(ranks, all_ranks(raw[name]))]
-            check_close(grad.numpy(), np.mean(sent, axis=0), f"{name} step {index} {mode}")
+            sent = [rank.step(name, g, select) for rank, g in zip(ranks, all_ranks(raw[name]))]
+            check_close(grad.numpy(), np.mean(sent, axis=0), f"{name} step {index} {mode}", atol)
+
+
+def test_momentum_correction_matches_deep_gradient_compression(mode: str) -> None:
+    """DistQ(momentum=0.9) under SGD without momentum against DGC's update in NumPy (dense
+    gradients send their velocity)."""
+    model = make_model()
+    compression = distq.DistQ(ratio=RATIO, warmup=None, momentum=0.9, closed_loop=False)
+    check_against_numpy_model(model, keras.optimizers.SGD(learning_rate=0.1), compression,
+                              [MomentumCorrection(0.9) for _ in range(hvd.size())], mode)
     velocities = compression.state_dict()["error_feedback"]["velocities"]
     assert set(velocities) == {v.path for v in model.trainable_variables}, velocities.keys()
+    assert_identical_on_every_rank([v.numpy() for v in model.trainable_variables], all_ranks)
+
+
+def test_local_adam_matches_a_numpy_model_and_resumes_exactly(mode: str) -> None:
+    """DistQ(adam=...) under the SGD move_adam makes against local Adam in NumPy (sparse gradients
+    selected from the accumulated directions, dense ones sending their direction); then a fresh
+    DistQ loaded with the state_dict reduces a sixth batch bit-identically, one loaded without the
+    moments does not. A large eps: Adam's first directions are otherwise all +-1, and which of
+    equals is selected is a tie. Directions are about 1 in size and the reference's moments
+    float64 (DistQ's float32): atol 1e-6."""
+    model = make_model()
+    optimizer, adam = distq.move_adam(keras.optimizers.Adam(0.01, epsilon=0.01))
+    assert adam.eps == 0.01 and isinstance(optimizer, keras.optimizers.SGD)
+    compression = distq.DistQ(ratio=RATIO, warmup=None, adam=adam, closed_loop=False)
+    check_against_numpy_model(model, optimizer, compression, [LocalAdamReference(eps=0.01) for _ in range(hvd.size())],
+                              mode, atol=1e-6)
+    state = compression.state_dict()
+    assert set(state["error_feedback"]["adam"]["steps"].values()) == {5}
+    x, y = batch(5)
+    expected = [g.numpy() for g in reduced_gradients(model, compression, x, y, mode)]
+    for keep_moments in (True, False):
+        restored = distq.DistQ(ratio=RATIO, warmup=None, adam=adam, closed_loop=False)
+        saved = pickle.loads(pickle.dumps(state))
+        if not keep_moments:
+            del saved["error_feedback"]["adam"]
+        restored.load_state_dict(saved)
+        resumed = [g.numpy() for g in reduced_gradients(model, restored, x, y, mode)]
+        assert same_run(resumed, expected, hvd.size()) == keep_moments, keep_moments
     assert_identical_on_every_rank([v.numpy() for v in model.trainable_variables], all_ranks)
 
 

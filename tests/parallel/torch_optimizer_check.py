@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from horovod_distq.torch import DistQ
+from horovod_distq import LocalAdam
+from horovod_distq.torch import DistQ, move_adam
 from tests.parallel.common import assert_identical_on_every_rank, same_run
-from tests.reference import MomentumCorrection
+from tests.reference import LocalAdamReference, MomentumCorrection
 from tests.torch_reference import selected_part
 
 RATIO = 0.05
@@ -60,8 +61,8 @@ def expected_reduction(contributions: list[torch.Tensor], scale: float) -> torch
     return torch.stack(contributions).sum(0) * scale
 
 
-def check_close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    if not torch.allclose(actual, expected, rtol=1e-5, atol=1e-7):
+def check_close(actual: torch.Tensor, expected: torch.Tensor, what: str, atol: float = 1e-7) -> None:
+    if not torch.allclose(actual, expected, rtol=1e-5, atol=atol):
         worst = (actual - expected).abs().max().item()
         raise AssertionError(f"rank {hvd.rank()}: {what}: max abs difference {worst:g}")
 
@@ -192,17 +193,12 @@ def test_error_feedback_training(encoding: str) -> None:
         assert torch.equal(restored.memory.residual(name), residual)
         assert restored.controller.fit_ratio(name) == compression.controller.fit_ratio(name)
     assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
-def test_momentum_correction_matches_deep_gradient_compression() -> None:
-    """DistQ(momentum=0.9) under SGD without momentum, 5 steps: every parameter's reduced gradient
-    against DGC's update re-done in NumPy for every rank from the ranks' raw gradients (sparse ones
-    selected by the reference rule, dense ones sending their velocity)."""
-    model = make_model()
+def check_against_numpy_model(model: torch.nn.Module, optimizer: torch.optim.Optimizer, compression: DistQ,
+                              ranks: list, atol: float = 1e-7) -> None:
+    """5 steps: every parameter's reduced gradient against the NumPy model of what each rank
+    sends (``ranks``: one per rank, with a ``step(name, gradient, select)``), re-done from the
+    ranks' raw gradients, sparse ones selected by the reference rule, dense ones sent whole."""
     shadow = copy.deepcopy(model)
-    compression = DistQ(ratio=RATIO, warmup=None, momentum=0.9, closed_loop=False)
-    optimizer = hvd.DistributedOptimizer(
-        torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(), compression=compression,
-    )
-    ranks = [MomentumCorrection(0.9) for _ in range(hvd.size())]
     for step in range(5):
         x, y = batch(step)
         shadow.load_state_dict(model.state_dict())
@@ -213,13 +209,71 @@ def test_momentum_correction_matches_deep_gradient_compression() -> None:
         for name, param in model.named_parameters():
             select = (lambda v: selected_part(torch.from_numpy(v), compression).numpy()) \
                 if compression.compresses(param) else None
-            sent = [dgc.step(name, g.numpy(), select) for dgc, g in zip(ranks, all_ranks(raw[name]))]
-            check_close(param.grad, torch.from_numpy(np.mean(sent, axis=0)), f"{name} step {step}")
+            sent = [rank.step(name, g.numpy(), select) for rank, g in zip(ranks, all_ranks(raw[name]))]
+            check_close(param.grad, torch.from_numpy(np.mean(sent, axis=0)), f"{name} step {step}", atol)
         with optimizer.skip_synchronize():
             optimizer.step()
+    assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+
+
+def test_momentum_correction_matches_deep_gradient_compression() -> None:
+    """DistQ(momentum=0.9) under SGD without momentum against DGC's update in NumPy (dense
+    gradients send their velocity)."""
+    model = make_model()
+    compression = DistQ(ratio=RATIO, warmup=None, momentum=0.9, closed_loop=False)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(), compression=compression,
+    )
+    check_against_numpy_model(model, optimizer, compression, [MomentumCorrection(0.9) for _ in range(hvd.size())])
     state = compression.state_dict()
     assert set(state["error_feedback"]["velocities"]) == {name for name, _ in model.named_parameters()}
-    assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+
+
+def test_local_adam_matches_a_numpy_model() -> None:
+    """DistQ(adam=...) under the SGD move_adam makes against local Adam in NumPy (sparse gradients
+    selected from the accumulated directions, dense ones sending their direction). A large eps:
+    Adam's first directions are otherwise all +-1, and which of equals is selected is a tie.
+    Directions are about 1 in size and the reference's moments float64 (DistQ's float32): atol 1e-6."""
+    model = make_model()
+    sgd, adam = move_adam(torch.optim.Adam(model.parameters(), lr=0.01, eps=0.01))
+    compression = DistQ(ratio=RATIO, warmup=None, adam=adam, closed_loop=False)
+    optimizer = hvd.DistributedOptimizer(sgd, named_parameters=model.named_parameters(), compression=compression)
+    check_against_numpy_model(model, optimizer, compression, [LocalAdamReference(eps=0.01) for _ in range(hvd.size())],
+                              atol=1e-6)
+    adam_state = compression.state_dict()["error_feedback"]["adam"]
+    assert adam_state["steps"] == {name: 5 for name, _ in model.named_parameters()}
+
+
+def local_adam_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, DistQ]:
+    model = make_model()
+    compression = DistQ(ratio=RATIO, adam=LocalAdam())
+    optimizer = hvd.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.01),
+                                         named_parameters=model.named_parameters(), compression=compression)
+    return model, optimizer, compression
+
+
+def test_local_adam_resumes_exactly_and_needs_its_moments(tmp_path) -> None:
+    """A rank-0 checkpoint of a local-Adam run after 4 steps resumes bit-identically over 4 more
+    (moments, steps, residuals and the warm-up restored); resumed without the moments, it differs."""
+    model, optimizer, compression = local_adam_training()
+    train(model, optimizer, range(4))
+    distq_state = compression.state_dict(all_ranks=True)
+    saved_model = copy.deepcopy(model.state_dict())
+    train(model, optimizer, range(4, 8))
+    uninterrupted = [p.detach().clone() for p in model.parameters()]
+
+    def resumed(state: dict) -> list[torch.Tensor]:
+        model, optimizer, compression = local_adam_training()
+        model.load_state_dict(saved_model)
+        compression.load_state_dict(state)
+        train(model, optimizer, range(4, 8))
+        return [p.detach().clone() for p in model.parameters()]
+
+    assert same_run(resumed(distq_state), uninterrupted, hvd.size()), "resumed run differs"
+    without_moments = copy.deepcopy(distq_state)
+    for rank_state in without_moments["all_ranks"]:
+        del rank_state["error_feedback"]["adam"]
+    assert not same_run(resumed(without_moments), uninterrupted, hvd.size()), "the moments did not matter?"
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from horovod_distq import LocalAdam
 from horovod_distq.compressor import DistQCompressor, NamesRole
 from horovod_distq.config import DistQConfig, setting_names, settings_documentation
 from horovod_distq.tensorflow import DistQ as TensorFlowDistQ
@@ -57,11 +58,12 @@ def test_settings_documentation_covers_every_field() -> None:
         assert f"\n        {field.name}:" in "\n" + documented, field.name
 
 
-# A value other than the default for every setting; error feedback, on by default, goes off in a
-# second set (momentum correction needs it on).
+# A value other than the default for every setting; momentum correction and local Adam exclude
+# each other (a second set), and error feedback, on by default, goes off in a third (both need it on).
 NOT_DEFAULT = {"ratio": 0.05, "distribution": "student_t", "error_feedback": True, "min_numel": 7, "sample_size": 100,
                "value_encoding": "float16", "stages": 2, "closed_loop": False, "exchange": "sparse", "warmup": 3,
-               "momentum": 0.5, "dof": 4.0}
+               "momentum": 0.5, "adam": None, "dof": 4.0}
+LOCAL_ADAM = {**NOT_DEFAULT, "momentum": 0.0, "adam": LocalAdam(beta2=0.99)}
 WITHOUT_ERROR_FEEDBACK = {**NOT_DEFAULT, "error_feedback": False, "momentum": 0.0}
 
 
@@ -69,7 +71,8 @@ def _made(compressor: type, settings: dict[str, Any]) -> Any:
     return compressor(None, **settings) if compressor is DistQState else compressor(**settings)
 
 
-@pytest.mark.parametrize("settings", [NOT_DEFAULT, WITHOUT_ERROR_FEEDBACK], ids=["momentum", "no_error_feedback"])
+@pytest.mark.parametrize("settings", [NOT_DEFAULT, LOCAL_ADAM, WITHOUT_ERROR_FEEDBACK],
+                         ids=["momentum", "local_adam", "no_error_feedback"])
 @pytest.mark.parametrize("compressor", list(COMPRESSORS), ids=lambda c: f"{c.__module__}.{c.__name__}")
 def test_every_setting_reaches_the_config(compressor: type, settings: dict[str, Any]) -> None:
     """A setting a signature takes but does not pass on would leave its default in force, silently."""

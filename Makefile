@@ -6,7 +6,7 @@ LINTED := horovod_distq tests examples benchmarks setup.py
 
 # `make check` is the quick loop for daily work (lint, unit tests, the 2-worker Gloo checks); `make test`
 # runs everything, as CI does.
-.PHONY: setup demo test check lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling bench-convergence docker-cpu docker-gpu test-docker
+.PHONY: setup demo test check lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling bench-convergence bench-time-to-accuracy docker-cpu docker-gpu test-docker
 
 setup:
 	bash scripts/setup.sh
@@ -46,6 +46,9 @@ bench-scaling: setup
 
 bench-convergence: setup
 	$(PYTHON) -m benchmarks --out bench_results convergence
+
+bench-time-to-accuracy: setup
+	$(PYTHON) -m benchmarks --out bench_results time_to_accuracy
 
 # Container images (docker/README.md), built with Docker where a daemon answers, else buildah or
 # podman. Build arguments come from make's command line, e.g. BASE_IMAGE=localhost/debian:bookworm

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import SuiteUnavailable, convergence, e2e, kernels, quality, scaling, tracing
+from benchmarks import SuiteUnavailable, convergence, e2e, kernels, quality, scaling, time_to_accuracy, tracing
 
 # The subcommands, in the order ``--help`` lists them; each module defines its own options and run.
-SUITES: tuple[ModuleType, ...] = (kernels, e2e, quality, tracing, scaling, convergence)
+SUITES: tuple[ModuleType, ...] = (kernels, e2e, quality, tracing, scaling, convergence, time_to_accuracy)
 
 
 def suite_name(suite: ModuleType) -> str:

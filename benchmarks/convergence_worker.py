@@ -1,5 +1,6 @@
 """One convergence run: every method trains the same model from the same weights on the same batches
-for the same steps, on 2 workers; rank 0 writes the validation curves and bytes per step to --out.
+for the same steps, on 2 workers (or as many as the launcher starts); rank 0 writes the validation
+curves (with the training time up to each evaluation) and bytes per step to --out.
 
 Horovod's methods (``--engine horovod``, under ``horovodrun``): dense, Horovod's fp16, exact top-k
 with DistQ's exchange, error feedback and warm-up, DistQ as it comes (``DistQ(ratio)``), DistQ
@@ -10,13 +11,15 @@ moved into DistQ, the optimizer plain SGD).
 The optimizer is SGD with momentum (``--optimizer sgd``) or Adam (``--optimizer adam``); distq-momentum
 runs with SGD only, distq-adam with Adam only. PowerSGD (``--engine ddp``, under ``torchrun``): torch's
 ``powerSGD_hook`` at rank R through torch.distributed on Gloo. Started by
-``python -m benchmarks convergence`` (benchmarks/convergence.py).
+``python -m benchmarks convergence`` (benchmarks/convergence.py) and by ``python -m benchmarks
+time_to_accuracy`` (benchmarks/time_to_accuracy.py, which stops a run early with --stop-at-loss).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import horovod.torch as hvd
@@ -156,18 +159,23 @@ def train(method: str, args: argparse.Namespace, rank: int,
     model = make_model(args.model)
     batches, validation = data(args.model, rank, args.seed)
     step = training(method, model, args)
-    curve, sent = [], []
+    curve, sent, seconds = [], [], 0.0
     for index in range(args.steps + 1):
         if index % args.eval_every == 0 or index in (30, args.steps):
             loss, accuracy = evaluate(model, validation)
-            curve.append({"step": index, "loss": loss, "accuracy": accuracy})
+            curve.append({"step": index, "loss": loss, "accuracy": accuracy, "seconds": seconds})
+            # Every rank evaluates the same weights on the same set, so every rank stops here alike.
+            if args.stop_at_loss is not None and loss <= args.stop_at_loss:
+                break
         if index < args.steps:
+            started = time.perf_counter()
             sent.append(step(*next(batches)))
+            seconds += time.perf_counter() - started
     dense_bytes = 4 * sum(p.numel() for p in model.parameters())
-    at_30 = next(point for point in curve if point["step"] == 30)
+    at_30 = next((point["loss"] for point in curve if point["step"] == 30), None)
     return {"method": method, "model": args.model, "optimizer": args.optimizer, "seed": args.seed,
-            "ratio": args.ratio, "steps": args.steps, "curve": curve,
-            "final_loss": curve[-1]["loss"], "final_accuracy": curve[-1]["accuracy"], "loss_at_30": at_30["loss"],
+            "ratio": args.ratio, "steps": curve[-1]["step"], "curve": curve,
+            "final_loss": curve[-1]["loss"], "final_accuracy": curve[-1]["accuracy"], "loss_at_30": at_30,
             "bytes_per_step": float(np.mean(sent)), "dense_bytes_per_step": dense_bytes}
 
 
@@ -182,6 +190,8 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=50)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-at-loss", type=float, default=None,
+                        help="stop at the first evaluation whose validation loss is at most this")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)

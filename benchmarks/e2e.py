@@ -48,44 +48,65 @@ def run_model(cluster: Cluster, engine: str, model: str, methods: list[str], ste
               timeout: float) -> list[dict]:
     """Runs one engine's ``methods`` on ``model`` with a worker on every host of ``cluster``: Horovod's in
     one ``horovodrun`` (Gloo), DDP's one ``torchrun`` per host each."""
+    def worker(chosen: list[str]) -> list[str]:
+        return ["--model", model, "--steps", str(steps), "--ratio", str(ratio), "--methods", *chosen]
+
     if engine == "horovod":
-        def horovod(worker: list[str]) -> list[list[str]]:
-            return [cluster.horovodrun_command(["--gloo", sys.executable, "-m", "benchmarks.e2e_worker", *worker])]
-        return _launch(cluster, horovod, [model, steps, ratio, *methods], timeout)
-
-    def ddp(worker: list[str]) -> list[list[str]]:
-        rendezvous = [f"--nnodes={len(cluster.hosts)}", "--nproc-per-node=1",
-                      f"--master-addr={cluster.hosts[0].address}", f"--master-port={TORCHRUN_PORT}"]
-        return [[*host.exec_prefix(), sys.executable, "-m", "torch.distributed.run", *rendezvous,
-                 f"--node-rank={rank}", "-m", "benchmarks.ddp_worker", *worker]
-                for rank, host in enumerate(cluster.hosts)]
-
+        return launch(cluster, horovod_commands(cluster, "benchmarks.e2e_worker"), worker(methods), timeout)
     records = []
     for method in methods:
-        for launch in range(1, DDP_LAUNCHES + 1):
-            try:
-                results = _launch(cluster, ddp, [model, steps, ratio, method], min(timeout, DDP_LAUNCH_SECONDS))
-            except LaunchFailed as error:
-                if launch == DDP_LAUNCHES:
-                    records.append({"engine": engine, "method": method, "model": model, "launches": launch,
-                                    "failed": str(error).splitlines()[0]})
-                continue
-            records += [{**r, "launches": launch} for r in results]
-            break
+        try:
+            results, launches = launch_again(cluster, ddp_commands(cluster, "benchmarks.ddp_worker"), worker([method]),
+                                             min(timeout, DDP_LAUNCH_SECONDS))
+        except LaunchFailed as error:
+            records.append({"engine": engine, "method": method, "model": model, "launches": DDP_LAUNCHES,
+                            "failed": str(error).splitlines()[0]})
+            continue
+        records += [{**r, "launches": launches} for r in results]
     return records
 
 
-def _launch(cluster: Cluster, commands: Callable[[list[str]], list[list[str]]], arguments: list,
-            timeout: float) -> list[dict]:
-    """Starts ``commands(worker_arguments)`` (one command line per launcher) and waits for all of
-    them; returns the records rank 0 wrote. Kills every process of the cluster on failure or timeout."""
-    model, steps, ratio, *methods = arguments
+def horovod_commands(cluster: Cluster, module: str) -> Callable[[list[str]], list[list[str]]]:
+    """The command lines that run ``python -m module WORKER...`` under one multi-host ``horovodrun --gloo``."""
+    def commands(worker: list[str]) -> list[list[str]]:
+        return [cluster.horovodrun_command(["--gloo", sys.executable, "-m", module, *worker])]
+    return commands
+
+
+def ddp_commands(cluster: Cluster, module: str) -> Callable[[list[str]], list[list[str]]]:
+    """The command lines that run ``python -m module WORKER...`` under ``torchrun``, one per host."""
+    def commands(worker: list[str]) -> list[list[str]]:
+        rendezvous = [f"--nnodes={len(cluster.hosts)}", "--nproc-per-node=1",
+                      f"--master-addr={cluster.hosts[0].address}", f"--master-port={TORCHRUN_PORT}"]
+        return [[*host.exec_prefix(), sys.executable, "-m", "torch.distributed.run", *rendezvous,
+                 f"--node-rank={rank}", "-m", module, *worker]
+                for rank, host in enumerate(cluster.hosts)]
+    return commands
+
+
+def launch_again(cluster: Cluster, commands: Callable[[list[str]], list[list[str]]], worker: list[str],
+                 timeout: float) -> tuple[list[dict], int]:
+    """:func:`launch`, again after a :class:`LaunchFailed`, up to ``DDP_LAUNCHES`` launches; returns
+    the records and the launches it took. Raises the last :class:`LaunchFailed`."""
+    for number in range(1, DDP_LAUNCHES + 1):
+        try:
+            return launch(cluster, commands, worker, timeout), number
+        except LaunchFailed:
+            if number == DDP_LAUNCHES:
+                raise
+    raise LaunchFailed("no launch: DDP_LAUNCHES < 1")
+
+
+def launch(cluster: Cluster, commands: Callable[[list[str]], list[list[str]]], worker: list[str],
+           timeout: float) -> list[dict]:
+    """Starts ``commands(worker + ["--out", FILE])`` (one command line per launcher) and waits for
+    all of them; returns the records rank 0 wrote to FILE. Kills every process of the cluster on
+    failure or timeout."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "results.json"
-        worker = ["--model", model, "--steps", str(steps), "--ratio", str(ratio), "--out", str(out),
-                  "--methods", *methods]
         # torch's Gloo picks its interface from the hostname unless told; Horovod's is told by horovodrun.
-        launchers = [cluster.popen(command, {"GLOO_SOCKET_IFNAME": INTERFACE}) for command in commands(worker)]
+        launchers = [cluster.popen(command, {"GLOO_SOCKET_IFNAME": INTERFACE})
+                     for command in commands([*worker, "--out", str(out)])]
         deadline = time.monotonic() + timeout
         outputs = []
         try:

@@ -163,3 +163,31 @@ def convergence(records: list[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def time_to_accuracy(records: list[dict], path: Path) -> None:
+    """Training seconds until dense's final validation loss per method, bars grouped by cluster
+    size and bandwidth; a run that never got there is drawn hatched at its whole time."""
+    records = [r for r in records if "failed" not in r]
+    links = list(dict.fromkeys((r["hosts"], r["bandwidth"]) for r in records))
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(links)
+    for i, (hosts, bandwidth) in enumerate(links):
+        for j, method in enumerate(methods):
+            run = next((r for r in records if (r["hosts"], r["bandwidth"], r["method"]) == (hosts, bandwidth, method)),
+                       None)
+            if run is None:
+                continue
+            missed = run["seconds_to_target"] is None
+            seconds = run["curve"][-1]["seconds"] if missed else run["seconds_to_target"]
+            axis.bar(j + i * width, seconds, width, color=f"C{i}", hatch="//" if missed else None,
+                     label=f"P={hosts} {bandwidth}" if j == 0 else None)
+    axis.set_xticks([j + width * (len(links) - 1) / 2 for j in range(len(methods))])
+    axis.set_xticklabels(methods, rotation=30, ha="right")
+    axis.set(yscale="log", ylabel="training seconds", title="time to dense's final validation loss "
+             "(hatched: not reached, whole run)")
+    axis.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -416,7 +416,7 @@ class DistQCompressor(ABC):
         accumulated = self.memory.accumulate(name, tensor) if self.config.error_feedback else self._flatten(tensor)
         ratio = self.controller.fit_ratio(name) if self.config.closed_loop else self.config.ratio
         target = self.config.ratio
-        if self.config.warmup is not None:
+        if self.config.warmup_schedule is not None:
             # The loop keeps learning the family's bias: it fits at its ratio times the warm-up's
             # factor and is told the target was the target times that factor.
             factor = self.schedule.factor(name)

@@ -21,7 +21,7 @@ from horovod_distq.encodings import value_encoding
 from horovod_distq.exchange_cost import EXCHANGE_MODES
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE, default_stages, sparsify_arguments
 from horovod_distq.local_adam import LocalAdam, local_adam_from
-from horovod_distq.warmup import DEFAULT_WARMUP, Warmup, warmup_from
+from horovod_distq.warmup import Warmup, default_warmup, warmup_from
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class DistQConfig:
         warmup: a sparsity warm-up (Deep Gradient Compression's): a :class:`horovod_distq.Warmup`
             (every entry for its ``dense_steps`` steps, then a ratio decaying exponentially from its
             ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
-            decaying steps; None or 0: none. By default ``Warmup(steps=50)``: early loss near
-            dense's for a few percent more bytes (README, Accuracy). Counted per gradient and kept
+            decaying steps; None or 0: none. "auto" (default): ``Warmup(steps=50)``, early loss
+            near dense's for a few percent more bytes, and under local Adam
+            ``Warmup(steps=50, dense_steps=5)`` (README, Accuracy). Counted per gradient and kept
             in ``state_dict()``, so a resumed run goes on with the schedule. The closed loop keeps
             learning during it (it corrects the warm-up's ratio by the same factor); the choice of
             sparse or dense under ``exchange="auto"`` is made at ``ratio``.
@@ -90,7 +91,7 @@ class DistQConfig:
     stages: int | None = None
     closed_loop: bool = True
     exchange: str = "auto"
-    warmup: Warmup | int | None = DEFAULT_WARMUP
+    warmup: Warmup | int | str | None = "auto"
     momentum: float = 0.0
     adam: LocalAdam | bool | None = None
     family_params: dict[str, Any] = field(default_factory=dict)
@@ -127,9 +128,15 @@ class DistQConfig:
         return bool(self.momentum) or self.adam is not None
 
     @property
+    def warmup_schedule(self) -> Warmup | None:
+        """The warm-up the compressor runs: ``warmup``, with "auto" resolved (none: None)."""
+        return default_warmup(self.adam is not None) if self.warmup == "auto" else self.warmup
+
+    @property
     def warmup_factors(self) -> list[float]:
         """The warm-up's factor on the ratio at each step, the last one (1) for every later step."""
-        return self.warmup.factors(self.ratio) if self.warmup is not None else [1.0]
+        schedule = self.warmup_schedule
+        return schedule.factors(self.ratio) if schedule is not None else [1.0]
 
     def agreement_key(self) -> int:
         """A checksum of what every rank must share for their exchanges to match: which gradients

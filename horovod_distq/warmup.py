@@ -64,20 +64,31 @@ class Warmup:
         return [ratio / target for ratio in self.ratios(target)] + [1.0]
 
 
-# What ``DistQ(ratio)`` warms up with unless told otherwise: 50 steps from 25% down to the ratio
-# (BENCHMARKS.md, convergence: early loss near dense's at a few percent of dense's bytes).
+# What ``DistQ(ratio)`` warms up with unless told otherwise (``warmup="auto"``): 50 steps from 25%
+# down to the ratio (BENCHMARKS.md, convergence: early loss near dense's at a few percent of dense's
+# bytes); with local Adam, 5 dense steps first: Adam's first directions are all about +-1, so a
+# selection among them has nothing to choose by until the moments have seen a few gradients.
 DEFAULT_WARMUP = Warmup(steps=50)
+LOCAL_ADAM_WARMUP = Warmup(steps=50, dense_steps=5)
 
 
-def warmup_from(value: Warmup | int | None) -> Warmup | None:
+def warmup_from(value: Warmup | int | str | None) -> Warmup | str | None:
     """``DistQ(warmup=...)``: a :class:`Warmup`, a number of decaying steps (the defaults
-    otherwise), or None/0 for none.
+    otherwise), "auto" (kept: :func:`default_warmup` decides), or None/0 for none.
 
     Raises:
         ValueError: anything else.
     """
+    if value == "auto":
+        return value
     if value is None or isinstance(value, Warmup):
         return value if value is None or value.length else None
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return Warmup(steps=int(value)) if value else None
-    raise ValueError(f"warmup must be a Warmup, a number of steps or None, got {value!r}")
+    raise ValueError(f"warmup must be a Warmup, a number of steps, 'auto' or None, got {value!r}")
+
+
+def default_warmup(local_adam: bool) -> Warmup:
+    """The warm-up ``warmup="auto"`` stands for: :data:`LOCAL_ADAM_WARMUP` under local Adam, else
+    :data:`DEFAULT_WARMUP`."""
+    return LOCAL_ADAM_WARMUP if local_adam else DEFAULT_WARMUP

@@ -200,6 +200,34 @@ def test_e2e_suite_on_shaped_hosts(tmp_path) -> None:
     assert all(r["compute_ms_median"] > 0 for r in records)
 
 
+def test_time_to_accuracy_suite_on_shaped_hosts(tmp_path) -> None:
+    """Dense sets the target (its final validation loss); the other methods stop at the first
+    evaluation that reaches it, or at --max-steps; seconds count the steps only."""
+    command = [sys.executable, "-m", "benchmarks", "--out", str(tmp_path), "time_to_accuracy", "--hosts", "2",
+               "--bandwidths", "1gbit", "--steps", "10", "--max-steps", "20", "--eval-every", "5",
+               "--methods", "dense", "fp16", "distq"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if result.returncode == 2 and "time_to_accuracy:" in result.stderr:
+        pytest.skip(result.stderr.strip())  # no root or no network namespaces here: the suite says so
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = json.loads((tmp_path / "time_to_accuracy.json").read_text())
+    assert [(r["hosts"], r["bandwidth"], r["method"]) for r in records] == [
+        (2, "1gbit", "dense"), (2, "1gbit", "fp16"), (2, "1gbit", "distq")]
+    dense, fp16, distq = records
+    target = dense["final_loss"]
+    assert dense["steps"] == 10 and all(r["target_loss"] == target for r in records)
+    assert dense["steps_to_target"] <= 10 and dense["curve"][-1]["loss"] == target
+    for run in (fp16, distq):
+        seconds = [p["seconds"] for p in run["curve"]]
+        assert seconds[0] == 0 and seconds == sorted(seconds) and seconds[-1] > 0
+        losses = [p["loss"] for p in run["curve"]]
+        if run["steps_to_target"] is None:  # never reached: ran every step, every evaluation above
+            assert run["steps"] == 20 and min(losses) > target, run["curve"]
+        else:  # stopped at the first evaluation that reached it
+            assert run["steps"] == run["steps_to_target"] and losses[-1] <= target < min(losses[:-1]), run["curve"]
+    assert (tmp_path / "time_to_accuracy.png").stat().st_size > 0
+
+
 def test_convergence_suite(tmp_path) -> None:
     bench("convergence", "--models", "digits_cnn", "--ratios", "0.01", "0.1", "--steps", "31", "--warmup-steps", "5",
           "--methods", "dense", "distq", "distq-no-warmup", "distq-warmup", "distq-momentum", "powersgd-2",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -24,7 +25,7 @@ from horovod_distq.tensorflow.exchange import AllgatherExchange
 from horovod_distq.tensorflow.naming import GradientNames, collective_name, named_like_gradient, variable_name
 from horovod_distq.tensorflow.ops import sparsify
 from horovod_distq.tensorflow.warmup import WarmupCounter
-from horovod_distq.warmup import DEFAULT_WARMUP, Warmup
+from horovod_distq.warmup import Warmup
 
 # How long the first traced step waits for every rank to join the settings check (seconds).
 AGREEMENT_TIMEOUT_VARIABLE = "HOROVOD_DISTQ_AGREEMENT_TIMEOUT"
@@ -74,7 +75,7 @@ class DistQ(DistQCompressor, tf.Module):
         stages: int | None = None,
         closed_loop: bool = True,
         exchange: str = "auto",
-        warmup: Warmup | int | None = DEFAULT_WARMUP,
+        warmup: Warmup | int | str | None = "auto",
         momentum: float = 0.0,
         adam: LocalAdam | bool | None = None,
         *,
@@ -177,6 +178,26 @@ class DistQ(DistQCompressor, tf.Module):
     def _count(self, indices: tf.Tensor) -> tf.Tensor:
         return tf.size(indices, out_type=tf.int64)
 
+    def use_local_adam(self, adam: LocalAdam) -> None:
+        """Switches local Adam on (``adam=adam``; an "auto" warm-up becomes local Adam's), for
+        :func:`horovod_distq.tensorflow.keras.DistributedOptimizer`, which moves an Adam
+        optimizer's moments here.
+
+        Args:
+            adam: the settings, from :func:`horovod_distq.tensorflow.move_adam`.
+
+        Raises:
+            ValueError: the compressor has state already (it has been used or built), or its
+                settings exclude local Adam (momentum correction, local Adam given, no error feedback).
+        """
+        if self.selections or self._settings_agreed:  # state exists from the first build or step
+            raise ValueError("DistQ has been used or built already: local Adam can only be switched on before")
+        if self.config.transforms_gradients:
+            raise ValueError("DistQ has momentum correction or local Adam already")
+        self.config = dataclasses.replace(self.config, adam=adam)
+        self.memory = ErrorFeedback(self.config.momentum, self.config.adam)
+        self.schedule = WarmupCounter(self.config.warmup_factors)
+
     def build(self, variables: Sequence[Any]) -> None:
         """Creates, eagerly, the state of each of ``variables``' gradients that takes the sparse
         path, and checks the ranks' settings (a collective: every rank calls it), so that the first
@@ -208,7 +229,7 @@ class DistQ(DistQCompressor, tf.Module):
                 self.memory.prepare(name, spec.shape.num_elements(), spec.dtype)
             if self.config.closed_loop:
                 self.controller.prepare(name)
-            if self.config.warmup is not None:
+            if self.config.warmup_schedule is not None:
                 self.schedule.prepare(name)
             self._selection_record(name)
         # Ranks whose models differ would reduce differently grouped gradients: found here, not in a stall.

@@ -19,7 +19,7 @@ from horovod_distq.torch.exchange import AllgatherExchange, RoundStats
 from horovod_distq.torch.naming import ParameterNames
 from horovod_distq.torch.ops import sparsify
 from horovod_distq.torch.warmup import WarmupCounter
-from horovod_distq.warmup import DEFAULT_WARMUP, Warmup
+from horovod_distq.warmup import Warmup
 
 
 class TorchCompressor(DistQCompressor):
@@ -126,7 +126,7 @@ class DistQ(TorchCompressor):
         stages: int | None = None,
         closed_loop: bool = True,
         exchange: str = "auto",
-        warmup: Warmup | int | None = DEFAULT_WARMUP,
+        warmup: Warmup | int | str | None = "auto",
         momentum: float = 0.0,
         adam: LocalAdam | bool | None = None,
         *,

@@ -25,7 +25,7 @@ from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.local_adam import LocalAdam
 from horovod_distq.torch.compressor import TorchCompressor
 from horovod_distq.torch.ddp_exchange import ProcessGroupExchange
-from horovod_distq.warmup import DEFAULT_WARMUP, Warmup
+from horovod_distq.warmup import Warmup
 
 
 class ModuleParameterNames:
@@ -111,7 +111,7 @@ class DistQState(TorchCompressor):
         stages: int | None = None,
         closed_loop: bool = True,
         exchange: str = "auto",
-        warmup: Warmup | int | None = DEFAULT_WARMUP,
+        warmup: Warmup | int | str | None = "auto",
         momentum: float = 0.0,
         adam: LocalAdam | bool | None = None,
         *,

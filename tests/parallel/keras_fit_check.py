@@ -78,15 +78,23 @@ def test_one_step_of_fit_matches_dense_reference(kind: str) -> None:
         assert compression.bytes_sent < sum(s.dense_bytes for s in compression.stats.values()) / 4
 
 
-def test_fit_with_local_adam_matches_a_numpy_model() -> None:
-    """Keras Adam handed to DistQ by move_adam, 3 steps of fit: each step moves every variable by
-    the learning rate times the ranks' local-Adam sends re-done in NumPy (a large eps: Adam's first
-    directions are otherwise all +-1, and which of equals is selected is a tie)."""
+@pytest.mark.parametrize("moved_by", ["move_adam", "DistributedOptimizer"])
+def test_fit_with_local_adam_matches_a_numpy_model(moved_by: str) -> None:
+    """Keras Adam handed to DistQ by move_adam, or by DistributedOptimizer itself given the Adam
+    (the default), 3 steps of fit: each step moves every variable by the learning rate times the
+    ranks' local-Adam sends re-done in NumPy (a large eps: Adam's first directions are otherwise
+    all +-1, and which of equals is selected is a tie)."""
     model = named_model()
-    optimizer, adam = distq.move_adam(keras.optimizers.Adam(LEARNING_RATE, epsilon=0.01))
-    compression = distq.DistQ(ratio=RATIO, warmup=None, closed_loop=False, adam=adam)
-    model.compile(optimizer=distq_keras.DistributedOptimizer(optimizer, compression=compression),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    optimizer = keras.optimizers.Adam(LEARNING_RATE, epsilon=0.01)
+    if moved_by == "move_adam":
+        optimizer, adam = distq.move_adam(optimizer)
+        compression = distq.DistQ(ratio=RATIO, warmup=None, closed_loop=False, adam=adam)
+    else:
+        compression = distq.DistQ(ratio=RATIO, warmup=None, closed_loop=False)
+    wrapped = distq_keras.DistributedOptimizer(optimizer, compression=compression)
+    assert isinstance(wrapped, keras.optimizers.SGD) and compression.config.adam is not None
+    model.compile(optimizer=wrapped, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)
     ranks = [LocalAdamReference(eps=0.01) for _ in range(hvd.size())]
     for step in range(3):
         x, y = batch(step)

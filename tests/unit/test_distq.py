@@ -52,7 +52,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (config.closed_loop, config.error_feedback) == (True, True)
     assert (config.exchange, config.value_encoding, config.min_numel, config.sample_size) == ("auto", "auto", 1024,
                                                                                               4096)
-    assert (config.warmup, config.momentum) == (Warmup(steps=50, start_ratio=0.25, dense_steps=0), 0.0)
+    assert (config.warmup, config.momentum, config.adam) == ("auto", 0.0, None)
+    assert config.warmup_schedule == Warmup(steps=50, start_ratio=0.25, dense_steps=0)
     gradient = torch.distributions.StudentT(3.0).sample((20_000,))
     sent = round_trip(DistQ(ratio=0.01, error_feedback=False, closed_loop=False, warmup=None), gradient)
     assert torch.equal(sent, selected_dense(gradient, 0.01))
@@ -458,7 +459,12 @@ def test_invalid_schedules_are_refused(settings: dict) -> None:
 
 def test_warmup_argument_forms() -> None:
     assert warmup_from(None) is None and warmup_from(0) is None and warmup_from(Warmup(steps=0)) is None
-    assert warmup_from(50) == Warmup(steps=50)
+    assert warmup_from(50) == Warmup(steps=50) and warmup_from("auto") == "auto"
+    # "auto": local Adam starts with 5 dense steps (its first directions are all about +-1); a
+    # warm-up given is kept.
+    assert DistQ(ratio=0.01, adam=True).config.warmup_schedule == Warmup(steps=50, dense_steps=5)
+    assert DistQ(ratio=0.01, adam=True, warmup=20).config.warmup_schedule == Warmup(steps=20)
+    assert DistQ(ratio=0.01, adam=True, warmup=None).config.warmup_schedule is None
     with pytest.raises(ValueError, match="warmup must be"):
         DistQ(ratio=0.01, warmup="slow")
 

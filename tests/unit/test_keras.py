@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import horovod_distq.tensorflow as distq
 import horovod_distq.tensorflow.keras as distq_keras
+from horovod_distq import LocalAdam, Warmup
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -154,3 +155,48 @@ def test_a_built_optimizer_traces_its_first_step_once(built: bool) -> None:
     step()
     step()
     assert step.experimental_get_tracing_count() == (1 if built else 2)
+
+
+def test_an_adam_optimizer_moves_into_distq_by_default() -> None:
+    """DistributedOptimizer(Adam, DistQ(ratio)) gives a Keras SGD and switches local Adam (with its
+    dense-start warm-up) on; local_adam=False, no DistQ, or an SGD keep the optimizer."""
+    compression = distq.DistQ(ratio=0.01)
+    assert compression.config.warmup_schedule == Warmup(steps=50)
+    optimizer = distq_keras.DistributedOptimizer(keras.optimizers.AdamW(0.002, beta_1=0.8, weight_decay=0.1),
+                                                 compression=compression)
+    assert isinstance(optimizer, keras.optimizers.SGD) and not isinstance(optimizer, keras.optimizers.Adam)
+    assert float(optimizer.learning_rate) == pytest.approx(0.002) and optimizer.weight_decay == 0.1
+    assert compression.config.adam == LocalAdam(beta1=0.8, beta2=0.999, eps=1e-7)
+    assert compression.config.warmup_schedule == Warmup(steps=50, dense_steps=5)
+    assert compression.memory.adam == compression.config.adam
+    fitted(optimizer)  # trains, and builds the moments
+    assert compression.state_dict()["error_feedback"]["adam"]["steps"]
+
+    kept = distq.DistQ(ratio=0.01, warmup=Warmup(steps=10))
+    adam = keras.optimizers.Adam(0.01)
+    assert distq_keras.DistributedOptimizer(adam, compression=kept, local_adam=False) is adam
+    sgd = keras.optimizers.SGD(0.1, momentum=0.9)
+    assert distq_keras.DistributedOptimizer(sgd, compression=kept) is sgd and sgd.momentum == 0.9
+    assert not kept.config.transforms_gradients
+    assert isinstance(distq_keras.DistributedOptimizer(keras.optimizers.Adam(), hvd.Compression.fp16),
+                      keras.optimizers.Adam)
+    moved = distq.DistQ(ratio=0.01, warmup=Warmup(steps=10))
+    distq_keras.DistributedOptimizer(keras.optimizers.Adam(), compression=moved)
+    assert moved.config.warmup_schedule == Warmup(steps=10)  # a warm-up given is kept
+
+
+def test_adam_that_cannot_move_or_state_applied_twice_is_refused() -> None:
+    for compression in (distq.DistQ(ratio=0.01), distq.DistQ(ratio=0.01, error_feedback=False)):
+        with pytest.raises(ValueError, match="local_adam=False"):
+            distq_keras.DistributedOptimizer(keras.optimizers.Adam(amsgrad=compression.config.error_feedback),
+                                             compression=compression)
+        assert compression.config.adam is None
+    with pytest.raises(ValueError, match="apply it again"):
+        distq_keras.DistributedOptimizer(keras.optimizers.Adam(), compression=distq.DistQ(ratio=0.01, adam=True))
+    with pytest.raises(ValueError, match="apply it again"):
+        distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.1, momentum=0.5),
+                                         compression=distq.DistQ(ratio=0.01, momentum=0.9))
+    used = distq.DistQ(ratio=0.05)
+    fitted(distq_keras.DistributedOptimizer(keras.optimizers.SGD(0.1), compression=used))
+    with pytest.raises(ValueError, match="used or built"):
+        distq_keras.DistributedOptimizer(keras.optimizers.Adam(), compression=used)

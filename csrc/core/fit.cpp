@@ -14,8 +14,8 @@ constexpr int64_t kShiftSampleSize = 64;
 }  // namespace
 
 // The host's statistics pass: the strided sample where the family needs order or a shift, then
-// one fused pass for the moments; the formulas are fit_from_statistics's.
-Fit fit(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params) {
+// one fused pass for the moments.
+Statistics measure_statistics(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params) {
   Statistics statistics;
   const bool folded = params.center_at_zero;
   if (family == Family::kLaplace || family == Family::kCauchy) {
@@ -33,7 +33,7 @@ Fit fit(const void* x, int64_t n, DType dtype, Family family, const FitSettings&
   if (family != Family::kCauchy) {
     statistics.moments = compute_moments(x, n, dtype, statistics.shift, moments_for(family, params));
   }
-  return fit_from_statistics(family, statistics, params);
+  return statistics;
 }
 
 }  // namespace distq

@@ -160,7 +160,12 @@ DISTQ_HOST_DEVICE inline Fit fit_from_statistics(Family family, const Statistics
   return result;
 }
 
+// The statistics the family's constants come from, measured on x[0..n).
+Statistics measure_statistics(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params);
+
 // Fits the family's constants to x[0..n) (claim 7) and sets the threshold at params.ratio (claim 8).
-Fit fit(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params);
+inline Fit fit(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params) {
+  return fit_from_statistics(family, measure_statistics(x, n, dtype, family, params), params);
+}
 
 }  // namespace distq

@@ -63,15 +63,25 @@ struct VectorSums {
     }
   }
 
+  // Only the sums the set accumulates: the others are zero, and adding them would cost a
+  // horizontal sum each per block.
   DISTQ_ALWAYS_INLINE void spill_into(Moments& block) const {
-    block.count += sum_lanes(count);
-    block.sum += sum_lanes(s1);
-    block.sum2 += sum_lanes(s2);
-    block.sum3 += sum_lanes(s3);
-    block.sum4 += sum_lanes(s4);
-    block.sum_abs += sum_lanes(s_abs);
-    block.sum_log += sum_lanes(s_log);
-    block.nonzero += sum_lanes(nonzero);
+    if constexpr (kMaskNonFinite) block.count += sum_lanes(count);
+    if constexpr (kSet == MomentSet::kLogAbsolute) {
+      block.sum_abs += sum_lanes(s_abs);
+      block.sum_log += sum_lanes(s_log);
+      block.nonzero += sum_lanes(nonzero);
+    } else if constexpr (kSet == MomentSet::kAbsolute) {
+      block.sum2 += sum_lanes(s2);
+      block.sum_abs += sum_lanes(s_abs);
+    } else {
+      block.sum += sum_lanes(s1);
+      block.sum2 += sum_lanes(s2);
+      if constexpr (kSet == MomentSet::kFourth) {
+        block.sum3 += sum_lanes(s3);
+        block.sum4 += sum_lanes(s4);
+      }
+    }
   }
 };
 
@@ -158,6 +168,72 @@ Moments moments_in_double(const T* x, int64_t n, double shift) {
   return total;
 }
 
+// The excesses over a threshold of the entries a selection keeps, kLanes doubles at a time: the
+// keep test runs in the compute type on kLanes elements, the excess in double, and the entries not
+// kept become NaN, which the masked sums leave out.
+template <int kBytes, typename T, MomentSet kSet>
+DISTQ_ALWAYS_INLINE ExcessMoments excess_moments_body(const T* x, int64_t n, double center, double threshold) {
+  using C = typename Compute<T>::type;
+  using D = typename Vec<double, kBytes>::type;
+  using DMask = typename Vec<double, kBytes>::mask;
+  constexpr int64_t kLanes = Vec<double, kBytes>::kLanes;
+  constexpr int kNarrowBytes = kBytes * static_cast<int>(sizeof(C)) / 8;  // kLanes lanes of C
+  using N = typename Vec<C, kNarrowBytes>::type;
+  const N c = N{} + static_cast<C>(center);
+  const N t = N{} + static_cast<C>(threshold);
+  const D center_d = D{} + center;
+  const D threshold_d = D{} + threshold;
+  const D not_kept = D{} + std::numeric_limits<double>::quiet_NaN();
+  ExcessMoments total;
+  for (int64_t block = 0; block < n; block += kBlock) {
+    const int64_t stop = std::min(n, block + kBlock);
+    VectorSums<double, kBytes, kSet, true> even, odd;
+    DMask kept{};
+    const auto add = [&](VectorSums<double, kBytes, kSet, true>& sums, int64_t at) {
+      const N v = load_vec<kNarrowBytes>(x + at);
+      const DMask keeps = __builtin_convertvector((v != 0) & ~(abs_vec(v - c) < t), DMask);
+      const D excess = abs_vec(__builtin_convertvector(v, D) - center_d) - threshold_d;
+      sums.add(keeps ? excess : not_kept, D{});
+      kept -= keeps;
+    };
+    int64_t i = block;
+    for (; i + 2 * kLanes <= stop; i += 2 * kLanes) {
+      add(even, i);
+      add(odd, i + kLanes);
+    }
+    for (; i + kLanes <= stop; i += kLanes) add(even, i);
+    Moments block_sums;
+    even.spill_into(block_sums);
+    odd.spill_into(block_sums);
+    for (int lane = 0; lane < kLanes; ++lane) total.kept += kept[lane];
+    for (; i < stop; ++i) {
+      const C v = load(x + i);
+      if (v == C(0) || std::fabs(v - static_cast<C>(center)) < static_cast<C>(threshold)) continue;
+      total.kept += 1;
+      add_scalar<kSet, true>(block_sums, std::fabs(static_cast<double>(v) - center) - threshold, 0.0);
+    }
+    total.moments += block_sums;
+  }
+  return total;
+}
+
+template <typename T, MomentSet kSet>
+ExcessMoments excess_moments_portable(const T* x, int64_t n, double center, double threshold) {
+  return excess_moments_body<kPortableBytes, T, kSet>(x, n, center, threshold);
+}
+
+template <typename T, MomentSet kSet>
+DISTQ_TARGET_X86_64_V3 ExcessMoments excess_moments_x86_64_v3(const T* x, int64_t n, double center,
+                                                               double threshold) {
+  return excess_moments_body<kX86_64_V3Bytes, T, kSet>(x, n, center, threshold);
+}
+
+template <MomentSet kSet, typename T>
+ExcessMoments excess_moments_of(const T* x, int64_t n, double center, double threshold) {
+  return cpu_has_x86_64_v3() ? excess_moments_x86_64_v3<T, kSet>(x, n, center, threshold)
+                             : excess_moments_portable<T, kSet>(x, n, center, threshold);
+}
+
 double probe(const Moments& m) { return m.sum + m.sum2 + m.sum4 + m.sum_abs + m.sum_log; }
 
 // The first pass assumes every element is finite, which keeps the loop free of masks; a NaN or
@@ -185,6 +261,21 @@ Moments compute_moments(const void* x, int64_t n, DType dtype, double shift, Mom
       case MomentSet::kLogAbsolute: return moments_of<MomentSet::kLogAbsolute>(data, n, shift);
     }
     return Moments{};
+  });
+}
+
+ExcessMoments compute_excess_moments(const void* x, int64_t n, DType dtype, double center, double threshold,
+                                     MomentSet set) {
+  return dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* data = static_cast<const T*>(x);
+    switch (set) {
+      case MomentSet::kSecond: return excess_moments_of<MomentSet::kSecond>(data, n, center, threshold);
+      case MomentSet::kFourth: return excess_moments_of<MomentSet::kFourth>(data, n, center, threshold);
+      case MomentSet::kAbsolute: return excess_moments_of<MomentSet::kAbsolute>(data, n, center, threshold);
+      case MomentSet::kLogAbsolute: return excess_moments_of<MomentSet::kLogAbsolute>(data, n, center, threshold);
+    }
+    return ExcessMoments{};
   });
 }
 

@@ -46,4 +46,15 @@ struct Moments {
 
 Moments compute_moments(const void* x, int64_t n, DType dtype, double shift, MomentSet set);
 
+// What a later peaks-over-threshold stage fits, summed without writing it out: the sums (shift 0)
+// of the excesses |x[i] - center| - threshold, computed in double, over the entries a selection at
+// `threshold` keeps (x[i] != 0 and !(|x[i] - center| < threshold) in the compute type) whose
+// excess is finite; `kept` counts every kept entry, NaN and Inf included. Runs on the calling thread.
+struct ExcessMoments {
+  Moments moments;
+  int64_t kept = 0;
+};
+ExcessMoments compute_excess_moments(const void* x, int64_t n, DType dtype, double center, double threshold,
+                                     MomentSet set);
+
 }  // namespace distq

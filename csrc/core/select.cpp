@@ -15,6 +15,9 @@ namespace {
 // with hits (about 6% of 64-entry groups at ratio 0.001) are turned into a bit mask of their kept entries.
 constexpr int64_t kGroup = 64;
 
+// The most entries a chunk may span: its kept positions are stored in 32 bits.
+constexpr int64_t kMaxChunk = int64_t{1} << 32;
+
 template <typename C>
 DISTQ_ALWAYS_INLINE bool keep(C v, C center, C threshold) {
   return v != C(0) && !(std::fabs(v - center) < threshold);
@@ -27,15 +30,15 @@ class Appender {
  public:
   explicit Appender(Selection::Chunk& kept) : kept_(kept) {}
 
-  // Appends the entries of x[base..base+64) whose bits are set.
+  // Appends the entries of x[base..base+64) whose bits are set; x is the chunk's first element.
   DISTQ_ALWAYS_INLINE void add(const T* x, int64_t base, uint64_t bits) {
-    if (kept_.indices.size() < used_ + kGroup) grow();
-    int64_t* index = kept_.indices.data() + used_;
+    if (kept_.offsets.size() < used_ + kGroup) grow();
+    uint32_t* offset = kept_.offsets.data() + used_;
     unsigned char* value = kept_.values.data() + used_ * sizeof(T);
     used_ += static_cast<size_t>(__builtin_popcountll(bits));
     for (; bits != 0; bits &= bits - 1) {
       const int64_t i = base + __builtin_ctzll(bits);
-      *index++ = i;
+      *offset++ = static_cast<uint32_t>(i);
       std::memcpy(value, x + i, sizeof(T));
       value += sizeof(T);
     }
@@ -43,14 +46,14 @@ class Appender {
 
   // Trims the buffers to what was appended.
   void finish() {
-    kept_.indices.resize(used_);
+    kept_.offsets.resize(used_);
     kept_.values.resize(used_ * sizeof(T));
   }
 
  private:
   void grow() {
-    const size_t size = std::max({2 * kept_.indices.size(), kept_.indices.capacity(), used_ + kGroup});
-    kept_.indices.resize(size);
+    const size_t size = std::max({2 * kept_.offsets.size(), kept_.offsets.capacity(), used_ + kGroup});
+    kept_.offsets.resize(size);
     kept_.values.resize(size * sizeof(T));
   }
 
@@ -58,20 +61,21 @@ class Appender {
   size_t used_ = 0;
 };
 
-template <int kBytes, typename T>
-DISTQ_ALWAYS_INLINE void select_body(const T* x, int64_t begin, int64_t end, double center, double threshold,
-                                     Selection::Chunk& kept) {
+// Calls on_group(base, bits) for each group x[base..base+64) (the last one shorter) with kept
+// entries, bit j of bits standing for x[base + j].
+template <int kBytes, typename T, typename OnGroup>
+DISTQ_ALWAYS_INLINE void for_each_kept_group(const T* x, int64_t n, double center, double threshold,
+                                             const OnGroup& on_group) {
   using C = typename Compute<T>::type;
   using V = typename Vec<C, kBytes>::type;
   using Mask = typename Vec<C, kBytes>::mask;
   constexpr int64_t kLanes = Vec<C, kBytes>::kLanes;
-  Appender<T> appender(kept);
   const C c = static_cast<C>(center);
   const C t = static_cast<C>(threshold);
   const V cv = V{} + c;
   const V tv = V{} + t;
-  int64_t i = begin;
-  for (; i + kGroup <= end; i += kGroup) {
+  int64_t i = 0;
+  for (; i + kGroup <= n; i += kGroup) {
     Mask any{};
     for (int64_t j = 0; j < kGroup; j += kLanes) {
       const V v = load_vec<kBytes>(x + i + j);
@@ -84,24 +88,61 @@ DISTQ_ALWAYS_INLINE void select_body(const T* x, int64_t begin, int64_t end, dou
       const V v = load_vec<kBytes>(x + i + j);
       bits |= static_cast<uint64_t>(lane_bits((v != 0) & ~(abs_vec(v - cv) < tv))) << j;
     }
-    appender.add(x, i, bits);
+    on_group(i, bits);
   }
   uint64_t bits = 0;
-  for (int64_t j = 0; i + j < end; ++j) bits |= static_cast<uint64_t>(keep(load(x + i + j), c, t)) << j;
-  appender.add(x, i, bits);
+  for (int64_t j = 0; i + j < n; ++j) bits |= static_cast<uint64_t>(keep(load(x + i + j), c, t)) << j;
+  if (bits != 0) on_group(i, bits);
+}
+
+// Selects among x[0..n), one chunk of the tensor.
+template <int kBytes, typename T>
+DISTQ_ALWAYS_INLINE void select_body(const T* x, int64_t n, double center, double threshold, Selection::Chunk& kept) {
+  Appender<T> appender(kept);
+  for_each_kept_group<kBytes>(x, n, center, threshold,
+                              [&](int64_t base, uint64_t bits) { appender.add(x, base, bits); });
   appender.finish();
 }
 
-template <typename T>
-void select_portable(const T* x, int64_t begin, int64_t end, double center, double threshold,
-                     Selection::Chunk& kept) {
-  select_body<kPortableBytes>(x, begin, end, center, threshold, kept);
+// Keeps the chunk's entries still kept at `threshold`, moving each down in place.
+template <int kBytes, typename T>
+DISTQ_ALWAYS_INLINE void retain_body(Selection::Chunk& kept, double center, double threshold) {
+  const auto* values = reinterpret_cast<const T*>(kept.values.data());
+  uint32_t* offsets = kept.offsets.data();
+  unsigned char* target = kept.values.data();
+  size_t left = 0;
+  for_each_kept_group<kBytes>(values, static_cast<int64_t>(kept.offsets.size()), center, threshold,
+                              [&](int64_t base, uint64_t bits) {
+                                for (; bits != 0; bits &= bits - 1) {
+                                  const int64_t k = base + __builtin_ctzll(bits);
+                                  offsets[left] = offsets[k];
+                                  std::memmove(target + left * sizeof(T), values + k, sizeof(T));
+                                  ++left;
+                                }
+                              });
+  kept.offsets.resize(left);
+  kept.values.resize(left * sizeof(T));
 }
 
 template <typename T>
-DISTQ_TARGET_X86_64_V3 void select_x86_64_v3(const T* x, int64_t begin, int64_t end, double center,
-                                              double threshold, Selection::Chunk& kept) {
-  select_body<kX86_64_V3Bytes>(x, begin, end, center, threshold, kept);
+void select_portable(const T* x, int64_t n, double center, double threshold, Selection::Chunk& kept) {
+  select_body<kPortableBytes>(x, n, center, threshold, kept);
+}
+
+template <typename T>
+DISTQ_TARGET_X86_64_V3 void select_x86_64_v3(const T* x, int64_t n, double center, double threshold,
+                                              Selection::Chunk& kept) {
+  select_body<kX86_64_V3Bytes>(x, n, center, threshold, kept);
+}
+
+template <typename T>
+void retain_portable(Selection::Chunk& kept, double center, double threshold) {
+  retain_body<kPortableBytes, T>(kept, center, threshold);
+}
+
+template <typename T>
+DISTQ_TARGET_X86_64_V3 void retain_x86_64_v3(Selection::Chunk& kept, double center, double threshold) {
+  retain_body<kX86_64_V3Bytes, T>(kept, center, threshold);
 }
 
 // The stored element k of a chunk, widened to the compute type.
@@ -124,37 +165,57 @@ Excesses concatenate(const std::vector<Excesses>& parts) {
   return result;
 }
 
+// The chunk buffers of the last selection destroyed on this thread, reused by the next one: at
+// ratio 0.01 they hold a few MiB, which glibc hands back to the kernel on every free, and faulting
+// them in again cost as much as a third of the selection pass. One set per calling thread, as large
+// as the largest selection it made.
+thread_local std::vector<Selection::Chunk> spare_chunks;
+
 }  // namespace
+
+Selection::~Selection() {
+  if (chunks_.empty() || !spare_chunks.empty()) return;
+  for (Chunk& kept : chunks_) {
+    kept.offsets.clear();
+    kept.values.clear();
+  }
+  spare_chunks = std::move(chunks_);
+}
 
 Selection::Selection(const void* x, int64_t n, DType dtype, double center, double threshold, double expected_share)
     : dtype_(dtype) {
   if (n <= 0) return;
-  const int64_t chunks = chunk_count(n);
+  // Enough chunks that each one's positions fit in 32 bits.
+  const int64_t chunks = std::max(chunk_count(n), (n - 1) / kMaxChunk + 1);
+  chunks_ = std::move(spare_chunks);
+  spare_chunks.clear();
   chunks_.resize(chunks);
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     const auto* data = static_cast<const T*>(x);
     const bool v3 = cpu_has_x86_64_v3();
     parallel_chunks(n, chunks, [&](int64_t i, int64_t begin, int64_t end) {
+      Chunk& kept = chunks_[i];
+      kept.begin = begin;
       // A quarter more than expected, so a usual overshoot does not copy the buffers as they grow.
       const auto expected = static_cast<size_t>(1.25 * expected_share * static_cast<double>(end - begin)) + kGroup;
-      chunks_[i].indices.reserve(expected);
-      chunks_[i].values.reserve(expected * sizeof(T));
+      kept.offsets.reserve(expected);
+      kept.values.reserve(expected * sizeof(T));
       if (v3) {
-        select_x86_64_v3(data, begin, end, center, threshold, chunks_[i]);
+        select_x86_64_v3(data + begin, end - begin, center, threshold, kept);
       } else {
-        select_portable(data, begin, end, center, threshold, chunks_[i]);
+        select_portable(data + begin, end - begin, center, threshold, kept);
       }
     });
   });
-  for (const Chunk& kept : chunks_) size_ += static_cast<int64_t>(kept.indices.size());
+  for (const Chunk& kept : chunks_) size_ += static_cast<int64_t>(kept.offsets.size());
 }
 
 template <typename Fn>
 void Selection::for_each_chunk(const Fn& fn) const {
   std::vector<int64_t> offsets(chunks_.size(), 0);
   for (size_t i = 1; i < chunks_.size(); ++i) {
-    offsets[i] = offsets[i - 1] + static_cast<int64_t>(chunks_[i - 1].indices.size());
+    offsets[i] = offsets[i - 1] + static_cast<int64_t>(chunks_[i - 1].offsets.size());
   }
   parallel_for(static_cast<int64_t>(chunks_.size()), size_ >= kParallelGrain,
                [&](int64_t i) { fn(chunks_[i], offsets[i]); });
@@ -163,8 +224,8 @@ void Selection::for_each_chunk(const Fn& fn) const {
 template <typename Index>
 void Selection::write_indices_as(Index* indices) const {
   for_each_chunk([&](const Chunk& kept, int64_t offset) {
-    std::transform(kept.indices.begin(), kept.indices.end(), indices + offset,
-                   [](int64_t i) { return static_cast<Index>(i); });
+    std::transform(kept.offsets.begin(), kept.offsets.end(), indices + offset,
+                   [begin = kept.begin](uint32_t i) { return static_cast<Index>(begin + i); });
   });
 }
 
@@ -190,12 +251,12 @@ Selection::Tail Selection::tail(double center, double threshold) const {
     parallel_for(static_cast<int64_t>(chunks_.size()), size_ >= kParallelGrain, [&](int64_t i) {
       const Chunk& kept = chunks_[i];
       Excesses& excess = parts[i];
-      excess.resize(kept.indices.size());
+      excess.resize(kept.offsets.size());
       // No branch per entry: each excess is written at the next free slot, which advances only for
       // the kept finite ones (a stage keeps about a third: a branch would mispredict often).
       size_t stays = 0;
       size_t found = 0;
-      for (size_t k = 0; k < kept.indices.size(); ++k) {
+      for (size_t k = 0; k < kept.offsets.size(); ++k) {
         const auto value = stored<T>(kept, k);
         const bool keeps = keep(value, c, t);
         const double over = std::fabs(static_cast<double>(value) - center) - threshold;
@@ -213,27 +274,35 @@ Selection::Tail Selection::tail(double center, double threshold) const {
   return result;
 }
 
+ExcessMoments Selection::tail_moments(double center, double threshold, MomentSet set) const {
+  std::vector<ExcessMoments> parts(chunks_.size());
+  parallel_for(static_cast<int64_t>(chunks_.size()), size_ >= kParallelGrain, [&](int64_t i) {
+    const Chunk& kept = chunks_[i];
+    parts[i] = compute_excess_moments(kept.values.data(), static_cast<int64_t>(kept.offsets.size()), dtype_, center,
+                                      threshold, set);
+  });
+  ExcessMoments total;
+  for (const ExcessMoments& part : parts) {
+    total.moments += part.moments;
+    total.kept += part.kept;
+  }
+  return total;
+}
+
 void Selection::retain(double center, double threshold) {
   dispatch_dtype(dtype_, [&](auto tag) {
     using T = decltype(tag);
-    using C = typename Compute<T>::type;
-    const C c = static_cast<C>(center);
-    const C t = static_cast<C>(threshold);
+    const bool v3 = cpu_has_x86_64_v3();
     parallel_for(static_cast<int64_t>(chunks_.size()), size_ >= kParallelGrain, [&](int64_t i) {
-      Chunk& kept = chunks_[i];
-      size_t left = 0;
-      for (size_t k = 0; k < kept.indices.size(); ++k) {
-        const auto value = stored<T>(kept, k);
-        kept.indices[left] = kept.indices[k];
-        std::memmove(kept.values.data() + left * sizeof(T), kept.values.data() + k * sizeof(T), sizeof(T));
-        left += keep(value, c, t);
+      if (v3) {
+        retain_x86_64_v3<T>(chunks_[i], center, threshold);
+      } else {
+        retain_portable<T>(chunks_[i], center, threshold);
       }
-      kept.indices.resize(left);
-      kept.values.resize(left * sizeof(T));
     });
   });
   size_ = 0;
-  for (const Chunk& kept : chunks_) size_ += static_cast<int64_t>(kept.indices.size());
+  for (const Chunk& kept : chunks_) size_ += static_cast<int64_t>(kept.offsets.size());
 }
 
 }  // namespace distq

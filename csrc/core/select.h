@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dtype.h"
+#include "moments.h"
 
 namespace distq {
 
@@ -41,6 +42,12 @@ class Selection {
  public:
   // expected_share: the share of the entries the caller expects kept, to size the buffers once.
   Selection(const void* x, int64_t n, DType dtype, double center, double threshold, double expected_share = 0);
+  // Hands the chunk buffers to the next selection made on this thread (see select.cpp).
+  ~Selection();
+  Selection(Selection&&) = default;
+  Selection& operator=(Selection&&) = default;
+  Selection(const Selection&) = default;
+  Selection& operator=(const Selection&) = default;
 
   int64_t size() const { return size_; }
 
@@ -52,21 +59,25 @@ class Selection {
 
   // What a later peaks-over-threshold stage fits: the entries still selected at `threshold` (at
   // least the selection's; compared in the compute type, as retain() does), how many they are
-  // (NaN and Inf included), and |x[i] - center| - threshold over the finite ones.
+  // (NaN and Inf included), and |x[i] - center| - threshold over the finite ones. tail() writes
+  // the excesses out, for the families that need their order; tail_moments() only sums them.
   struct Tail {
     int64_t kept = 0;
     Excesses excesses;
   };
   Tail tail(double center, double threshold) const;
+  ExcessMoments tail_moments(double center, double threshold, MomentSet set) const;
   // Drops the selected entries with |x[i] - center| < threshold (compared in the compute type);
   // with a higher threshold than the selection's, the result is the selection at that threshold.
   void retain(double center, double threshold);
 
-  // What one chunk of the tensor kept, in index order: flattened indices and the elements' bytes
-  // (element_size(dtype) each). The elements are copied while the pass has them in cache, so the
-  // later stages and the output never read the tensor again.
+  // What one chunk of the tensor kept, in index order: positions from the chunk's first index
+  // (32 bits: a chunk holds at most 2^32 entries) and the elements' bytes (element_size(dtype)
+  // each). The elements are copied while the pass has them in cache, so the later stages and the
+  // output never read the tensor again.
   struct Chunk {
-    Buffer<int64_t> indices;
+    int64_t begin = 0;
+    Buffer<uint32_t> offsets;
     Buffer<unsigned char> values;
   };
 

@@ -33,6 +33,32 @@ double to_compute_type(double value, DType dtype) {
 // Stage 1 keeps at most this many times the target, so later stages read few entries.
 constexpr double kFirstStageOverTarget = 8.0;
 
+// Laplace and Cauchy fits read a sample of their data in order; the other families only its sums.
+bool fitted_from_sums(Family family) { return family != Family::kLaplace && family != Family::kCauchy; }
+
+// The data of a later stage at `threshold`: how many entries it keeps, and the statistics of
+// their excesses over it (summed in place where the family needs no order).
+struct TailStatistics {
+  int64_t kept = 0;
+  Statistics statistics;
+};
+
+TailStatistics tail_statistics(const Selection& selection, Family family, const FitSettings& stage, double center,
+                               double threshold) {
+  TailStatistics result;
+  if (fitted_from_sums(family)) {
+    const ExcessMoments sums = selection.tail_moments(center, threshold, moments_for(family, stage));
+    result.kept = sums.kept;
+    result.statistics.moments = sums.moments;
+  } else {
+    const Selection::Tail tail = selection.tail(center, threshold);
+    result.kept = tail.kept;
+    result.statistics = measure_statistics(tail.excesses.data(), static_cast<int64_t>(tail.excesses.size()),
+                                           DType::kFloat64, family, stage);
+  }
+  return result;
+}
+
 }  // namespace
 
 // Peaks over threshold (SIDCo), without the bugs of its public code: stage 1 fits the tensor at
@@ -64,17 +90,19 @@ Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const 
   // each fits the excesses of the entries still kept and raises the threshold; one compaction at
   // the end drops the entries below the final threshold.
   const double first_threshold = fitted.threshold;
-  Selection::Tail tail;
-  if (params.stages > 1 && selection.size() > target) tail = selection.tail(fitted.center, fitted.threshold);
+  const Family later = tail_family(family);
+  TailStatistics tail;
+  if (params.stages > 1 && selection.size() > target) {
+    tail = tail_statistics(selection, later, stage, fitted.center, fitted.threshold);
+  }
   for (int64_t left = params.stages - 1; left > 0 && static_cast<double>(tail.kept) > target; --left) {
     stage.ratio = std::pow(target / static_cast<double>(tail.kept), 1.0 / static_cast<double>(left));
-    const Fit fitted_tail = fit(tail.excesses.data(), static_cast<int64_t>(tail.excesses.size()), DType::kFloat64,
-                                tail_family(family), stage);
+    const Fit fitted_tail = fit_from_statistics(later, tail.statistics, stage);
     if (!(fitted_tail.threshold > 0)) break;  // a degenerate tail: keep what the last stage selected
     fitted.threshold = to_compute_type(fitted.threshold + fitted_tail.threshold, dtype);
     fitted.scale = fitted_tail.scale;
     fitted.shape = fitted_tail.shape;
-    if (left > 1) tail = selection.tail(fitted.center, fitted.threshold);
+    if (left > 1) tail = tail_statistics(selection, later, stage, fitted.center, fitted.threshold);
   }
   if (fitted.threshold != first_threshold) selection.retain(fitted.center, fitted.threshold);
   return Sparsified{fitted, std::move(selection)};

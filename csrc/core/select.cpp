@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #include "parallel.h"
 #include "simd.h"
@@ -165,21 +166,39 @@ Excesses concatenate(const std::vector<Excesses>& parts) {
   return result;
 }
 
-// The chunk buffers of the last selection destroyed on this thread, reused by the next one: at
-// ratio 0.01 they hold a few MiB, which glibc hands back to the kernel on every free, and faulting
-// them in again cost as much as a third of the selection pass. One set per calling thread, as large
-// as the largest selection it made.
-thread_local std::vector<Selection::Chunk> spare_chunks;
+// The chunk buffers of the last selection destroyed, reused by the next one made: at ratio 0.01
+// they hold a few MiB, which glibc hands back to the kernel on every free, and faulting them in
+// again cost as much as a third of the selection pass. One set per process (not per thread: the
+// TensorFlow op runs on any of its pool's threads), as large as the largest selection it held.
+class SpareChunks {
+ public:
+  std::vector<Selection::Chunk> take() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return std::move(chunks_);
+  }
+  void give(std::vector<Selection::Chunk>& chunks) {
+    for (Selection::Chunk& kept : chunks) {
+      kept.offsets.clear();
+      kept.values.clear();
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (chunks_.empty()) chunks_ = std::move(chunks);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<Selection::Chunk> chunks_;
+};
+
+SpareChunks& spare_chunks() {
+  static SpareChunks spare;
+  return spare;
+}
 
 }  // namespace
 
 Selection::~Selection() {
-  if (chunks_.empty() || !spare_chunks.empty()) return;
-  for (Chunk& kept : chunks_) {
-    kept.offsets.clear();
-    kept.values.clear();
-  }
-  spare_chunks = std::move(chunks_);
+  if (!chunks_.empty()) spare_chunks().give(chunks_);
 }
 
 Selection::Selection(const void* x, int64_t n, DType dtype, double center, double threshold, double expected_share)
@@ -187,8 +206,7 @@ Selection::Selection(const void* x, int64_t n, DType dtype, double center, doubl
   if (n <= 0) return;
   // Enough chunks that each one's positions fit in 32 bits.
   const int64_t chunks = std::max(chunk_count(n), (n - 1) / kMaxChunk + 1);
-  chunks_ = std::move(spare_chunks);
-  spare_chunks.clear();
+  chunks_ = spare_chunks().take();
   chunks_.resize(chunks);
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);

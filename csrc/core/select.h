@@ -42,7 +42,7 @@ class Selection {
  public:
   // expected_share: the share of the entries the caller expects kept, to size the buffers once.
   Selection(const void* x, int64_t n, DType dtype, double center, double threshold, double expected_share = 0);
-  // Hands the chunk buffers to the next selection made on this thread (see select.cpp).
+  // Hands the chunk buffers to the next selection made (see select.cpp).
   ~Selection();
   Selection(Selection&&) = default;
   Selection& operator=(Selection&&) = default;

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks import plots
 from benchmarks.convergence_worker import DDP_METHODS, HOROVOD_METHODS, OPTIMIZER_BOUND, OPTIMIZERS
-from benchmarks.e2e import DDP_LAUNCHES
+from benchmarks.e2e import relaunched
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("digits_cnn", "char_transformer")
@@ -81,13 +81,8 @@ def _ratios(model: str, optimizer: str, seed: int, ratios: tuple[float, ...], st
 def _launch_ddp(launcher: list[str], worker: list[str], methods: list[str]) -> list[dict]:
     """The DDP methods' torchrun, run again when it fails, up to ``DDP_LAUNCHES`` times: torch's Gloo
     sometimes aborts a worker with PowerSGD's hook in the first steps (see benchmarks/e2e.py)."""
-    for launch in range(1, DDP_LAUNCHES + 1):
-        try:
-            return [{**r, "launches": launch} for r in _launch(launcher, "ddp", worker, methods)]
-        except RuntimeError:
-            if launch == DDP_LAUNCHES:
-                raise
-    return []  # DDP_LAUNCHES < 1: nothing launched
+    records, launches = relaunched(lambda: _launch(launcher, "ddp", worker, methods), RuntimeError)
+    return [{**r, "launches": launches} for r in records]
 
 
 def _launch(launcher: list[str], engine: str, worker: list[str], methods: list[str]) -> list[dict]:

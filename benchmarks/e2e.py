@@ -88,13 +88,18 @@ def launch_again(cluster: Cluster, commands: Callable[[list[str]], list[list[str
                  timeout: float) -> tuple[list[dict], int]:
     """:func:`launch`, again after a :class:`LaunchFailed`, up to ``DDP_LAUNCHES`` launches; returns
     the records and the launches it took. Raises the last :class:`LaunchFailed`."""
-    for number in range(1, DDP_LAUNCHES + 1):
+    return relaunched(lambda: launch(cluster, commands, worker, timeout), LaunchFailed)
+
+
+def relaunched(run: Callable[[], list[dict]], failure: type[Exception]) -> tuple[list[dict], int]:
+    """``run()``, called again after a ``failure``, up to ``DDP_LAUNCHES`` calls in all; returns its
+    result and the calls it took. Raises the last ``failure``."""
+    for number in range(1, DDP_LAUNCHES):
         try:
-            return launch(cluster, commands, worker, timeout), number
-        except LaunchFailed:
-            if number == DDP_LAUNCHES:
-                raise
-    raise LaunchFailed("no launch: DDP_LAUNCHES < 1")
+            return run(), number
+        except failure:
+            pass
+    return run(), DDP_LAUNCHES
 
 
 def launch(cluster: Cluster, commands: Callable[[list[str]], list[list[str]]], worker: list[str],

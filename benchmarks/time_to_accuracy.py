@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks import SuiteUnavailable, plots
-from benchmarks.convergence_worker import DDP_METHODS, HOROVOD_METHODS, OPTIMIZER_BOUND, OPTIMIZERS
+from benchmarks.convergence_worker import DDP_METHODS, HOROVOD_METHODS, LEARNING_RATES, OPTIMIZER_BOUND, OPTIMIZERS
 from benchmarks.e2e import LaunchFailed, ddp_commands, horovod_commands, launch, launch_again
 from examples.common import progress
 from tests.cluster.hosts import Cluster, ClusterUnavailable
@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m benchmarks time_to_accuracy``."""
     parser.add_argument("--hosts", type=int, nargs="+", default=list(HOSTS), help="cluster sizes P")
     parser.add_argument("--bandwidths", nargs="+", default=list(BANDWIDTHS))
-    parser.add_argument("--model", choices=("digits_cnn", "char_transformer"), default="digits_cnn")
+    parser.add_argument("--model", choices=sorted(LEARNING_RATES), default="digits_cnn")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=(*HOROVOD_METHODS, *DDP_METHODS))
     parser.add_argument("--steps", type=int, default=300, help="dense's steps: its final loss is the target")

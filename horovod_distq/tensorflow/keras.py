@@ -112,11 +112,10 @@ def _moved_adam(
     both apply Adam, or both momentum."""
     is_adam = isinstance(optimizer, keras.optimizers.Adam)
     has_momentum = isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum > 0
-    twice = ("Adam", "local Adam") if is_adam and compression.config.adam is not None else (
-        ("momentum", "momentum correction") if has_momentum and compression.config.momentum else None)
-    if twice is not None:
-        raise ValueError(f"the DistQ has {twice[1]} and {type(optimizer).__name__}'s own {twice[0]} would apply it "
-                         "again: pass the optimizer move_adam or move_momentum made, or a DistQ without it")
+    if is_adam and compression.config.adam is not None:
+        _refuse_twice(optimizer, "local Adam", "Adam")
+    if has_momentum and compression.config.momentum:
+        _refuse_twice(optimizer, "momentum correction", "momentum")
     if not (is_adam and local_adam) or compression.config.transforms_gradients:
         return optimizer
     try:
@@ -126,6 +125,11 @@ def _moved_adam(
         raise ValueError(f"{error}; pass local_adam=False to keep {type(optimizer).__name__} as it is "
                          "(README, Accuracy)") from None
     return sgd
+
+
+def _refuse_twice(optimizer: keras.optimizers.Optimizer, mechanism: str, own: str) -> None:
+    raise ValueError(f"the DistQ has {mechanism} and {type(optimizer).__name__}'s own {own} would apply it "
+                     "again: pass the optimizer move_adam or move_momentum made, or a DistQ without it")
 
 
 class _ReducingOptimizer:

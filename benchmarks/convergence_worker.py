@@ -39,7 +39,7 @@ from horovod_distq import Warmup
 from horovod_distq.torch import DistQ, move_adam, move_momentum
 
 HOROVOD_METHODS = ("dense", "fp16", "topk", "distq", "distq-no-warmup", "distq-warmup", "distq-momentum",
-                   "distq-adam")
+                   "distq-adam", "distq-two-phase")
 DDP_METHODS = ("powersgd-2", "powersgd-4")
 MOMENTUM = 0.9
 LEARNING_RATES = {"digits_cnn": 0.05, "char_transformer": 0.1}
@@ -114,6 +114,7 @@ def horovod_training(method: str, model: torch.nn.Module, args: argparse.Namespa
         "topk": lambda: TopK(ratio=args.ratio),
         "distq": lambda: DistQ(ratio=args.ratio),
         "distq-no-warmup": lambda: DistQ(ratio=args.ratio, warmup=None),
+        "distq-two-phase": lambda: DistQ(ratio=args.ratio, exchange="two_phase"),
         "distq-warmup": lambda: DistQ(ratio=args.ratio, warmup=Warmup(steps=args.warmup_steps)),
         "distq-momentum": lambda: DistQ(ratio=args.ratio, momentum=move_momentum(local)),
     }

@@ -24,7 +24,8 @@ from examples.common import bytes_per_step, digits_split
 from examples.torch_models import MODELS, as_tensors
 from horovod_distq.torch import DistQ
 
-METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", "distq-sign", "distq-auto")
+METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", "distq-sign", "distq-auto",
+           "distq-two-phase")
 
 
 def make_compression(method: str, ratio: float):
@@ -38,6 +39,8 @@ def make_compression(method: str, ratio: float):
         return TopK(ratio=ratio, warmup=None)
     if method == "distq-auto":
         return DistQ(ratio=ratio, distribution="auto", warmup=None)
+    if method == "distq-two-phase":
+        return DistQ(ratio=ratio, exchange="two_phase", warmup=None)
     encoding = method.split("-", 1)[1] if "-" in method else "auto"
     return DistQ(ratio=ratio, value_encoding=encoding, warmup=None)
 

@@ -124,12 +124,12 @@ def tracing(records: list[dict], path: Path) -> None:
 
 
 def scaling(model_records: list[dict], path: Path) -> None:
-    """Link bytes per step vs P (log-log), one panel per model and ratio: dense, sparse only, auto."""
+    """Link bytes per step vs P (log-log), one panel per model and ratio: dense, sparse only, auto, two-phase."""
     panels = list(dict.fromkeys((r["model"], r["ratio"]) for r in model_records))
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
     for axis, (model, ratio) in zip(axes[0], panels):
         rows = [r for r in model_records if r["model"] == model and r["ratio"] == ratio]
-        for key, style in (("dense", "-"), ("sparse", "--"), ("auto", ":")):
+        for key, style in (("dense", "-"), ("sparse", "--"), ("auto", ":"), ("two_phase", "-.")):
             axis.plot([r["ranks"] for r in rows], [r[key] for r in rows], linestyle=style, marker="o", label=key)
         axis.set(xscale="log", yscale="log", xlabel="ranks P", ylabel="bytes per rank's link per step",
                  title=f"{model}, ratio {ratio}")

@@ -1,5 +1,6 @@
 """The scaling suite: bytes on each rank's link per step against the number of ranks P, for dense
-allreduce, DistQ always sparse and DistQ ``exchange="auto"``.
+allreduce, DistQ always sparse (the allgather), DistQ ``exchange="auto"`` and DistQ's two-phase
+exchange (``exchange="two_phase"``).
 
 Two parts: the cost model of ``horovod_distq.exchange_cost`` over the e2e models' real tensor
 sizes for P = 2 to 1024 (on paper), and measured runs of 2 to 8 processes on this machine
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import plots
-from horovod_distq.exchange_cost import dense_link_bytes, sparse_is_cheaper, sparse_link_bytes
+from horovod_distq.exchange_cost import dense_link_bytes, sparse_is_cheaper, sparse_link_bytes, two_phase_link_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_RANKS = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -49,13 +50,16 @@ def modelled(models: tuple[str, ...], ratios: tuple[float, ...] = RATIOS,
 
 
 def _step_bytes(sizes: list[int], ratio: float, ranks: int) -> dict[str, float]:
-    """One step's link bytes for tensors of ``sizes``: all dense, sparse where eligible, and auto's choice."""
+    """One step's link bytes for tensors of ``sizes``: all dense, sparse where eligible (by allgather
+    or the two-phase exchange), and auto's choice."""
     dense = [dense_link_bytes(n, ranks, "float32") for n in sizes]
     sparse = [sparse_link_bytes(n, ratio, ranks, "auto", "float32") if n >= MIN_NUMEL else d
               for n, d in zip(sizes, dense)]
     auto = [s if n >= MIN_NUMEL and sparse_is_cheaper(n, ratio, ranks, "auto", "float32") else d
             for n, s, d in zip(sizes, sparse, dense)]
-    return {"dense": sum(dense), "sparse": sum(sparse), "auto": sum(auto)}
+    two_phase = [two_phase_link_bytes(n, ratio, ranks, "auto", "float32") if n >= MIN_NUMEL else d
+                 for n, d in zip(sizes, dense)]
+    return {"dense": sum(dense), "sparse": sum(sparse), "auto": sum(auto), "two_phase": sum(two_phase)}
 
 
 def measured(model: str, ratios: tuple[float, ...] = RATIOS, ranks: tuple[int, ...] = MEASURED_RANKS,
@@ -85,14 +89,16 @@ def _launch(model: str, ratio: float, ranks: int, steps: int) -> list[dict]:
 
 def report(model_records: list[dict], measured_records: list[dict]) -> str:
     """Both tables: the model's (bytes per step, and auto's share of dense) and the measured one."""
-    lines = [f"{'model':<11}{'ratio':>6}{'P':>6}{'dense':>14}{'sparse':>14}{'auto':>14}{'auto/dense':>11}"]
+    lines = [f"{'model':<11}{'ratio':>6}{'P':>6}{'dense':>14}{'sparse':>14}{'auto':>14}{'auto/dense':>11}"
+             f"{'two_phase':>14}{'2ph/dense':>10}"]
     for r in model_records:
         lines.append(f"{r['model']:<11}{r['ratio']:>6g}{r['ranks']:>6}{r['dense']:>14,.0f}{r['sparse']:>14,.0f}"
-                     f"{r['auto']:>14,.0f}{r['auto'] / r['dense']:>11.3f}")
+                     f"{r['auto']:>14,.0f}{r['auto'] / r['dense']:>11.3f}"
+                     f"{r['two_phase']:>14,.0f}{r['two_phase'] / r['dense']:>10.3f}")
     lines.append("")
-    lines.append(f"{'measured':<13}{'ratio':>6}{'P':>4}{'step ms':>9}{'link bytes':>13}{'sparse tensors':>16}")
+    lines.append(f"{'measured':<16}{'ratio':>6}{'P':>4}{'step ms':>9}{'link bytes':>13}{'sparse tensors':>16}")
     for r in measured_records:
-        lines.append(f"{r['method']:<13}{r['ratio']:>6g}{r['ranks']:>4}{r['step_ms_median']:>9.1f}"
+        lines.append(f"{r['method']:<16}{r['ratio']:>6g}{r['ranks']:>4}{r['step_ms_median']:>9.1f}"
                      f"{r['link_bytes_per_step']:>13,.0f}{r['sparse_tensors']:>16}")
     return "\n".join(lines)
 

@@ -1,6 +1,6 @@
-"""One launch of the scaling suite under ``horovodrun -np P``: dense, DistQ always sparse and DistQ
-``exchange="auto"`` train the same model; rank 0 writes each one's step time and the bytes its
-exchange moved to --out.
+"""One launch of the scaling suite under ``horovodrun -np P``: dense, DistQ always sparse, DistQ
+``exchange="auto"`` and DistQ ``exchange="two_phase"`` train the same model; rank 0 writes each one's
+step time and the bytes its exchange moved to --out.
 
 Started by ``python -m benchmarks scaling`` (benchmarks/scaling.py), once per P.
 """
@@ -18,7 +18,7 @@ from examples.torch_models import MODELS
 from horovod_distq.exchange_cost import dense_link_bytes
 from horovod_distq.torch import DistQ
 
-METHODS = ("dense", "distq-sparse", "distq-auto")
+METHODS = ("dense", "distq-sparse", "distq-auto", "distq-two_phase")
 
 
 def train(method: str, args: argparse.Namespace, data) -> dict:
@@ -26,10 +26,10 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     model = MODELS[args.model]()
     # Without the sparsity warm-up: the timed steps are at the target ratio.
     compression = (hvd.Compression.none if method == "dense"
-                   else DistQ(ratio=args.ratio, exchange=method.split("-")[1], warmup=None))
+                   else DistQ(ratio=args.ratio, exchange=method.removeprefix("distq-"), warmup=None))
     seconds = timed_steps(args, data, hvd.rank(), hvd.barrier, horovod_step(model, compression, args.lr)).seconds
     # Bytes on this rank's link in the last step: the ring allreduce of what went dense, and what
-    # the round's allgather brought in from the other ranks.
+    # the round's collectives brought in from the other ranks.
     if method == "dense":
         dense = [p.numel() for p in model.parameters()]
         received = 0

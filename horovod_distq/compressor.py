@@ -380,12 +380,13 @@ class DistQCompressor(ABC):
     def compresses(self, tensor: Any) -> bool:
         """Whether ``tensor`` takes the sparse path (else it goes dense): a floating tensor of at
         least ``min_numel`` entries, whose pairs cost no more than a dense allreduce at the process
-        set's size under ``exchange="auto"`` (always under ``"sparse"``, never under ``"dense"``)."""
+        set's size under ``exchange="auto"`` (always under ``"sparse"`` and ``"two_phase"``, never
+        under ``"dense"``)."""
         numel = self._numel(tensor)
         if not (self._is_floating(tensor) and numel is not None and numel >= max(self.config.min_numel, 1)):
             return False
         if self.config.exchange != "auto":
-            return self.config.exchange == "sparse"
+            return self.config.exchange != "dense"
         ranks = self._planned_ranks()
         if ranks is None:
             return True  # a choice made for one world size would not hold for the next: sparse

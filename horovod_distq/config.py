@@ -46,7 +46,10 @@ class DistQConfig:
         exchange: "auto": a gradient goes sparse only while its pairs cost no more bytes than a
             dense allreduce at the process set's size (up to about 1 / ratio ranks for float32;
             ``horovod_distq.exchange_cost``); "sparse": always; "dense": never (a Horovod
-            allreduce of the gradient plus any residual left).
+            allreduce of the gradient plus any residual left); "two_phase": always sparse, by the
+            two-phase exchange (an alltoall to the entries' owners, who sum and select again, then
+            an allgather of what they selected: about 2k pairs per rank whatever the number of
+            ranks; torch's ``hvd.DistributedOptimizer`` only so far, README "Scale").
         warmup: a sparsity warm-up (Deep Gradient Compression's): a :class:`horovod_distq.Warmup`
             (every entry for its ``dense_steps`` steps, then a ratio decaying exponentially from its
             ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
@@ -120,6 +123,18 @@ class DistQConfig:
         value_encoding(self.value_encoding)
         if self.exchange not in EXCHANGE_MODES:
             raise ValueError(f"exchange must be one of {EXCHANGE_MODES}, got {self.exchange!r}")
+        signs_only = value_encoding(self.value_encoding).sign_in_index
+        if self.exchange == "two_phase" and (self.transforms_gradients or signs_only):
+            # Momentum factor masking and local Adam follow what this rank sent, and the owners
+            # sum values, which the sign encoding does not send.
+            raise ValueError("exchange='two_phase' takes neither momentum, adam nor value_encoding='sign': "
+                             "the owners select again from summed values")
+
+    def refuse_two_phase(self, frontend: str) -> None:
+        """Raises ValueError under ``exchange="two_phase"``: ``frontend`` has no two-phase exchange yet."""
+        if self.exchange == "two_phase":
+            raise ValueError(f"exchange='two_phase' runs under torch's hvd.DistributedOptimizer only so far, not "
+                             f"{frontend}: use exchange='auto' there")
 
     @property
     def transforms_gradients(self) -> bool:

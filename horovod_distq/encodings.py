@@ -82,3 +82,14 @@ def value_encoding(name: str) -> ValueEncoding:
         return VALUE_ENCODINGS[name]
     except KeyError:
         raise ValueError(f"unknown value_encoding {name!r}; expected one of: {', '.join(VALUE_ENCODINGS)}") from None
+
+
+def sums_encoding(gradient_dtype: str) -> str:
+    """How sums of a gradient's values travel without rounding (the two-phase exchange's second
+    phase): in the dtype error feedback accumulates in, float32 for 16-bit gradients.
+
+    Example:
+        >>> sums_encoding("bfloat16")
+        'float32'
+    """
+    return "float32" if gradient_dtype in ("float16", "bfloat16") else "auto"

@@ -15,10 +15,10 @@ every rank decides alike without a collective.
 
 from __future__ import annotations
 
-from horovod_distq.encodings import DTYPE_BYTES
+from horovod_distq.encodings import DTYPE_BYTES, sums_encoding
 from horovod_distq.wire import TensorLayout
 
-EXCHANGE_MODES = ("auto", "sparse", "dense")
+EXCHANGE_MODES = ("auto", "sparse", "dense", "two_phase")
 
 
 def sparse_link_bytes(numel: int, ratio: float, ranks: int, encoding: str, gradient_dtype: str) -> float:
@@ -30,6 +30,21 @@ def sparse_link_bytes(numel: int, ratio: float, ranks: int, encoding: str, gradi
     """
     layout = TensorLayout("", numel, encoding, gradient_dtype)
     return (ranks - 1) * float(layout.segment_bytes(ratio * numel))
+
+
+def two_phase_link_bytes(numel: int, ratio: float, ranks: int, encoding: str, gradient_dtype: str) -> float:
+    """Bytes on each rank's link for one tensor under the two-phase exchange at the target ``ratio``:
+    its pairs to the other owners (alltoall), then the other owners' selections (allgather), each
+    ``(P - 1) / P`` of the target's pairs; the sums travel in the accumulation dtype.
+
+    Example:
+        >>> two_phase_link_bytes(1_000_000, 0.01, 8, "auto", "float32")
+        140000.0
+    """
+    share = ratio * numel / ranks
+    shares = TensorLayout("", numel, encoding, gradient_dtype).segment_bytes(share)
+    selections = TensorLayout("", numel, sums_encoding(gradient_dtype), gradient_dtype).segment_bytes(share)
+    return (ranks - 1) * float(shares + selections)
 
 
 def dense_link_bytes(numel: int, ranks: int, gradient_dtype: str) -> float:

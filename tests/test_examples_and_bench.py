@@ -290,9 +290,14 @@ def test_tracing_suite(tmp_path) -> None:
 def test_scaling_suite(tmp_path) -> None:
     bench("scaling", "--models", "digits_cnn", "--ranks", "2", "--ratios", "0.1", "--steps", "2", out=tmp_path)
     records = json.loads((tmp_path / "scaling.json").read_text())
-    assert [r["method"] for r in records["measured"]] == ["dense", "distq-sparse", "distq-auto"]
-    dense, sparse, auto = records["measured"]
+    assert [r["method"] for r in records["measured"]] == ["dense", "distq-sparse", "distq-auto", "distq-two_phase"]
+    dense, sparse, auto, two_phase = records["measured"]
     assert sparse["link_bytes_per_step"] < dense["link_bytes_per_step"] / 3, records["measured"]
-    assert auto["sparse_tensors"] == sparse["sparse_tensors"] > 0  # at 2 ranks auto stays sparse
+    assert auto["sparse_tensors"] == sparse["sparse_tensors"] == two_phase["sparse_tensors"] > 0  # at 2 ranks
+    assert two_phase["link_bytes_per_step"] < dense["link_bytes_per_step"] / 3, records["measured"]
     assert max(r["auto"] / r["dense"] for r in records["model"]) <= 1.0
+    # Modelled: the two-phase exchange's bytes do not grow with P (2k (P - 1) / P pairs per rank).
+    at = {r["ranks"]: r for r in records["model"]}
+    assert at[1024]["two_phase"] < 1.01 * at[8]["two_phase"] * (1023 / 1024) / (7 / 8)
+    assert at[1024]["two_phase"] < at[1024]["sparse"] / 100
     assert (tmp_path / "scaling.png").stat().st_size > 0

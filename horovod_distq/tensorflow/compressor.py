@@ -92,6 +92,7 @@ class DistQ(DistQCompressor, tf.Module):
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
             exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
+        config.refuse_two_phase("TensorFlow")
         tf.Module.__init__(self, name="distq")
         DistQCompressor.__init__(
             self,

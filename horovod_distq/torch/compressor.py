@@ -18,6 +18,7 @@ from horovod_distq.torch.error_feedback import ErrorFeedback, residual_dtype
 from horovod_distq.torch.exchange import AllgatherExchange, RoundStats
 from horovod_distq.torch.naming import ParameterNames
 from horovod_distq.torch.ops import sparsify
+from horovod_distq.torch.two_phase_exchange import TwoPhaseExchange
 from horovod_distq.torch.warmup import WarmupCounter
 from horovod_distq.warmup import Warmup
 
@@ -92,7 +93,9 @@ class DistQ(TorchCompressor):
     a fitted threshold (:class:`horovod_distq.compressor.DistQCompressor` has the behaviour).
 
     Pass it to ``hvd.DistributedOptimizer(compression=...)``. The pairs of all gradients of a step
-    travel in one Horovod allgather (ranks may compress in different orders). Error feedback is
+    travel in one Horovod allgather (ranks may compress in different orders), or with
+    ``exchange="two_phase"`` in one alltoall and one allgather
+    (:mod:`horovod_distq.torch.two_phase_exchange`). Error feedback is
     keyed by the parameter names the optimizer was given (``named_parameters=``); ``state_dict()``
     holds the residuals and the closed-loop state as tensors, for ``torch.save``.
 
@@ -138,7 +141,13 @@ class DistQ(TorchCompressor):
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
             exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
-        super().__init__(config, names=ParameterNames(), exchange=AllgatherExchange(process_set))
+        if config.exchange == "two_phase":
+            exchange = TwoPhaseExchange(process_set, lambda tensor, ratio: self.select(tensor, ratio))
+        else:
+            exchange = AllgatherExchange(process_set)
+        super().__init__(config, names=ParameterNames(), exchange=exchange)
+        if isinstance(exchange, TwoPhaseExchange) and config.error_feedback:
+            exchange.keep_unselected_in(self.memory)
 
     @property
     def last_round(self) -> RoundStats | None:

@@ -123,6 +123,7 @@ class DistQState(TorchCompressor):
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
             exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
+        config.refuse_two_phase("the DDP hook")
         super().__init__(config, names=ModuleParameterNames(module), exchange=ProcessGroupExchange(process_group))
 
     @property

@@ -86,6 +86,12 @@ class ErrorFeedback:
         if self.momentum:
             self._velocities[name].view(-1).index_fill_(0, positions, 0.0)
 
+    def add_back(self, name: str, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Adds ``values`` at ``indices`` to the residual of ``name``: entries this rank sent that
+        the exchange did not deliver (the two-phase exchange's owners did not select them)."""
+        flat = self._residuals[name].view(-1)
+        flat.index_add_(0, indices.long(), values.to(flat.dtype))
+
     def flush(self, name: str, gradient: torch.Tensor) -> torch.Tensor:
         """``gradient`` (with momentum correction its velocity, with local Adam its direction) plus
         the residual of ``name`` if any (in the gradient's dtype), the residual dropped: what a step

@@ -10,7 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from horovod_distq.torch import DistQ
+from horovod_distq import wire
+from horovod_distq.compressor import EncodedPairs
+from horovod_distq.torch import DistQ, two_phase_exchange
+from horovod_distq.torch.exchange import pack_round
 from tests.parallel.common import DISAGREEING_SETTINGS, disagreement_reported
 from tests.parallel.torch_optimizer_check import all_ranks, check_close
 from tests.torch_reference import selected_part
@@ -45,6 +48,24 @@ def test_disagreeing_gradient_dtypes_fail_in_the_exchange() -> None:
     dtype = torch.float32 if hvd.rank() == 0 else torch.float64
     with disagreement_reported(RuntimeError):
         step_with(DistQ(ratio=0.01, min_numel=10), dtype)
+
+
+def test_a_misrouted_share_fails_on_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """exchange="two_phase": rank 1 hands all its pairs to rank 0, half of them entries rank 0 does
+    not own. Rank 0's check fails; it still joins the second phase (with a header naming no round),
+    so rank 1 fails there too instead of waiting."""
+    if hvd.rank() == 1:
+        monkeypatch.setattr(two_phase_exchange, "_split_by_owner", _all_to_rank_0)
+    expected = "it does not own" if hvd.rank() == 0 else "rank 0 compressed other tensors"
+    with pytest.raises(wire.DistQExchangeError, match=expected):
+        step_with(DistQ(ratio=0.05, min_numel=10, exchange="two_phase"))
+
+
+def _all_to_rank_0(round_layout, pairs, ranks):
+    """A first phase that hands rank 0 every pair (what _split_by_owner returns)."""
+    nothing = [EncodedPairs(p.indices[:0], p.values[:0], p.scales, p.decoded[:0]) for p in pairs]
+    shares = [pack_round(round_layout, pairs if owner == 0 else nothing) for owner in range(ranks)]
+    return (torch.cat([h for h, _ in shares]), torch.cat([p for _, p in shares]), [p.numel() for _, p in shares])
 
 
 def test_different_ratios_are_fine() -> None:

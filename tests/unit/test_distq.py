@@ -185,6 +185,9 @@ def test_adasum_is_refused() -> None:
         ({"ratio": 0.1, "momentum": -0.5}, "momentum"),
         ({"ratio": 0.1, "momentum": "0.9"}, "momentum"),
         ({"ratio": 0.1, "momentum": 0.9, "error_feedback": False}, "needs error_feedback=True"),
+        ({"ratio": 0.1, "exchange": "two_phase", "momentum": 0.9}, "two_phase.*select again"),
+        ({"ratio": 0.1, "exchange": "two_phase", "adam": True}, "two_phase.*select again"),
+        ({"ratio": 0.1, "exchange": "two_phase", "value_encoding": "sign"}, "two_phase.*select again"),
     ],
 )
 def test_invalid_configuration(kwargs: dict, match: str) -> None:

@@ -17,7 +17,13 @@ import torch
 import horovod_distq.tensorflow as distq_tf
 import horovod_distq.torch as distq_torch
 from horovod_distq.config import DistQConfig
-from horovod_distq.exchange_cost import crossover_ranks, dense_link_bytes, sparse_is_cheaper, sparse_link_bytes
+from horovod_distq.exchange_cost import (
+    crossover_ranks,
+    dense_link_bytes,
+    sparse_is_cheaper,
+    sparse_link_bytes,
+    two_phase_link_bytes,
+)
 
 # Bytes a pair takes on the wire, stated here apart from the package: (index, value) per encoding.
 PAIR_BYTES = {("auto", "float32"): 8, ("auto", "float64"): 12, ("float16", "float32"): 6, ("sign", "float32"): 4}
@@ -46,8 +52,8 @@ def test_sparse_pays_up_to_the_crossover(encoding: str, dtype: str, ratio: float
 def test_exchange_is_validated_and_part_of_the_agreement() -> None:
     with pytest.raises(ValueError, match="exchange must be one of"):
         DistQConfig(ratio=0.01, exchange="ring")
-    keys = {DistQConfig(ratio=0.01, exchange=mode).agreement_key() for mode in ("auto", "sparse", "dense")}
-    assert len(keys) == 3
+    keys = {DistQConfig(ratio=0.01, exchange=mode).agreement_key() for mode in ("auto", "sparse", "dense", "two_phase")}
+    assert len(keys) == 4
     assert DistQConfig(ratio=0.01).agreement_key() == DistQConfig(ratio=0.2).agreement_key()  # ratios may differ
 
 
@@ -105,3 +111,14 @@ def test_a_dense_step_sends_the_residual_and_spends_it(frontend: str) -> None:
     assert left is None or not np.any(to_numpy(left)), "the residual was sent: it must not be sent again"
     again, _ = dense.compress(to_tensor(gradient), name="w")
     np.testing.assert_array_equal(to_numpy(again), gradient)
+
+
+@pytest.mark.parametrize(("dtype", "pair"), [("float32", 8), ("float16", 6)])
+def test_two_phase_bytes_do_not_grow_with_the_ranks(dtype: str, pair: int) -> None:
+    numel, ratio = 2**20, 0.01
+    sums_pair = 4 + 4  # int32 index, the sum in float32 (the accumulation dtype)
+    for ranks in (2, 3, 8, 64, 1024):
+        expected = (ranks - 1) / ranks * ratio * numel * (pair + sums_pair)
+        assert two_phase_link_bytes(numel, ratio, ranks, "auto", dtype) == pytest.approx(expected)
+    assert two_phase_link_bytes(numel, ratio, 2, "auto", "float32") == pytest.approx(
+        sparse_link_bytes(numel, ratio, 2, "auto", "float32"))

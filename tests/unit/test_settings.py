@@ -9,6 +9,7 @@ import pydoc
 from typing import Any
 
 import pytest
+import torch
 
 from horovod_distq import LocalAdam
 from horovod_distq.compressor import DistQCompressor, NamesRole
@@ -94,3 +95,11 @@ def test_a_missing_role_fails_at_construction() -> None:
     with pytest.raises(TypeError, match=r"names=.*NamesRole.*Incomplete lacks of"):
         DistQCompressor.__init__(made, made.config, **{**roles, "names": Incomplete()})
     assert isinstance(made.names, NamesRole)
+
+
+def test_two_phase_exchange_is_refused_where_there_is_none() -> None:
+    with pytest.raises(ValueError, match=r"two_phase.*not TensorFlow"):
+        TensorFlowDistQ(0.01, exchange="two_phase")
+    with pytest.raises(ValueError, match=r"two_phase.*not the DDP hook"):
+        DistQState(torch.nn.Linear(4, 4), 0.01, exchange="two_phase")
+    assert TorchDistQ(0.01, exchange="two_phase").config.exchange == "two_phase"

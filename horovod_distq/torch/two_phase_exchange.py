@@ -1,0 +1,175 @@
+"""The two-phase sparse exchange: each entry's owner sums every rank's pairs and selects again.
+
+Rank ``i mod P`` owns flattened entry ``i`` (interleaved, so that a hot row spreads over the
+ranks). A step's round then runs in two phases on Horovod's own collectives:
+
+1. Each rank splits its pairs by owner and one ``alltoall`` with splits (headers, then payloads)
+   hands every owner its share from every rank, in the allgather path's wire format and checks.
+2. Each owner sums the pairs it received per entry and selects again from those sums with the
+   compressor's own fit, at its share of the step's target: the pairs it received over the number
+   of ranks. One grouped ``allgather`` returns every owner's selection to every rank.
+
+A rank's own contribution to the entries no owner selected goes back into its error-feedback
+residual, so nothing is lost. Each rank receives about ``k (P - 1) / P`` pairs in each phase (k the
+step's target count), about 2k in all whatever P, where the allgather path receives ``k (P - 1)``.
+The sums travel in the gradient's accumulation dtype (float32 for 16-bit gradients), so selecting
+again rounds nothing away.
+
+A rank whose share breaks the wire format (or whose second selection fails) still joins the second
+phase, with a header that names no round, so every rank fails in the step instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import horovod.torch as hvd
+import torch
+
+from horovod_distq import wire
+from horovod_distq.compressor import EncodedPairs, accumulation_dtype
+from horovod_distq.encodings import sums_encoding
+from horovod_distq.selection import SparseSelection
+from horovod_distq.torch.encoding import encode, torch_dtype
+from horovod_distq.torch.error_feedback import ErrorFeedback
+from horovod_distq.torch.exchange import AllgatherExchange, PackedRound, RoundStats, pack_round, parse_round
+
+
+class TwoPhaseExchange(AllgatherExchange):
+    """Queues each tensor's pairs and exchanges them in two phases (module docstring).
+
+    Args:
+        process_set: the Horovod process set the optimizer reduces over.
+        select: the compressor's selection, ``select(tensor, ratio) -> SparseSelection``.
+
+    Example:
+        >>> exchange = TwoPhaseExchange(hvd.global_process_set, compression.select)
+        >>> exchange.keep_unselected_in(compression.memory)   # with error feedback
+    """
+
+    __slots__ = ("_memory", "_select")
+
+    def __init__(
+        self, process_set: hvd.ProcessSet, select: Callable[[torch.Tensor, float], SparseSelection]
+    ) -> None:
+        super().__init__(process_set)
+        self._select = select
+        self._memory: ErrorFeedback | None = None
+
+    def keep_unselected_in(self, memory: ErrorFeedback) -> None:
+        """Adds this rank's pairs that no owner selected back to their residuals in ``memory``."""
+        self._memory = memory
+
+    def round_header_bytes(self, tensors: int) -> int:
+        """Bytes of this rank's headers in a step that compressed ``tensors`` tensors: one to each
+        owner in the first phase, one in the second."""
+        return (self.process_set.size() + 1) * wire.header_bytes(tensors) if tensors else 0
+
+    def _flush(self) -> None:
+        names = sorted(self._pending)
+        queued = [self._pending[name] for name in names]
+        self._pending = {}
+        ranks = self.process_set.size()
+        shares_layout = wire.RoundLayout(tuple(q.layout for q in queued))
+        header, payload, splits = _split_by_owner(shares_layout, [q.pairs for q in queued], ranks)
+        received_header = self._alltoall(header, [shares_layout.header_bytes] * ranks, "distq.shares.header")
+        received_payload = self._alltoall(payload, splits, "distq.shares.payload")
+        sums_layout = wire.RoundLayout(tuple(_sums_layout(q.layout) for q in queued))
+        try:
+            shares = parse_round(shares_layout, ranks, received_header, received_payload)
+            _check_owner(shares_layout, shares, self.process_set.rank(), ranks)
+            chosen = [self._select_again(indices, values, ranks, layout) for (indices, values), layout in
+                      zip(shares, sums_layout.tensors)]
+            failure = None
+        except Exception as error:  # whatever failed here, the other ranks must not wait for this rank
+            chosen = [_no_pairs(layout) for layout in sums_layout.tensors]
+            failure = error
+        packed = PackedRound(names, sums_layout, *pack_round(sums_layout, chosen))
+        if failure is not None:
+            packed.header.view(torch.int64)[1] = -1  # names no round: every rank's checks fail
+        handle = hvd.grouped_allgather_async(
+            [packed.header, packed.payload], name="distq.round", process_set=self.process_set
+        )
+        gathered_header, gathered_payload = hvd.synchronize(handle)
+        if failure is not None:
+            raise failure
+        self._store_round(packed, ranks, gathered_header, gathered_payload)
+        # This rank's own share never leaves it: only the others' count as sent and received.
+        own = shares_layout.header_bytes + splits[self.process_set.rank()]
+        first_sent = header.numel() + payload.numel() - own
+        first_received = received_header.numel() + received_payload.numel() - own
+        self.last_round = RoundStats(len(names), first_sent + self.last_round.bytes_sent,
+                                     first_received + self.last_round.bytes_received)
+        if self._memory is not None:
+            for name, q in zip(names, queued):
+                self._keep_unselected(name, q.pairs, self._results[name][0])
+
+    def _alltoall(self, data: torch.Tensor, splits: Sequence[int], name: str) -> torch.Tensor:
+        received, _ = hvd.alltoall(data, splits=torch.tensor(splits, dtype=torch.int32), name=name,
+                                   process_set=self.process_set)
+        return received
+
+    def _select_again(
+        self, indices: torch.Tensor, values: torch.Tensor, ranks: int, layout: wire.TensorLayout
+    ) -> EncodedPairs:
+        """This owner's pairs of one tensor: every rank's values summed per entry, selected again
+        at the share of the target the ranks sent it (the pairs received over the ranks)."""
+        dtype = torch_dtype(accumulation_dtype(layout.gradient_dtype))
+        entries, position = torch.unique(indices, return_inverse=True)
+        sums = torch.zeros(entries.numel(), dtype=dtype, device=values.device).index_add_(0, position, values.to(dtype))
+        target = indices.numel() / ranks
+        if entries.numel() > target:
+            chosen = self._select(sums, target / entries.numel()).indices.long()
+            entries, sums = entries[chosen], sums[chosen]
+        return encode(layout.encoding, entries.to(torch_dtype(layout.index_dtype)), sums, dtype)
+
+    def _keep_unselected(self, name: str, pairs: EncodedPairs, selected: torch.Tensor) -> None:
+        unselected = ~torch.isin(pairs.indices.long(), selected)
+        if bool(unselected.any()):
+            self._memory.add_back(name, pairs.indices[unselected], pairs.decoded[unselected])
+
+
+def owner_of(indices: torch.Tensor, ranks: int) -> torch.Tensor:
+    """The rank that owns each flattened entry: ``index mod ranks``."""
+    return indices.long() % ranks
+
+
+def _check_owner(
+    round_layout: wire.RoundLayout, shares: Sequence[tuple[torch.Tensor, torch.Tensor]], rank: int, ranks: int
+) -> None:
+    # An entry owned by another rank could be selected by two owners and applied twice.
+    for layout, (indices, _) in zip(round_layout.tensors, shares):
+        if bool((owner_of(indices, ranks) != rank).any()):
+            raise wire.DistQExchangeError(
+                f"DistQ: rank {rank} received pairs of {layout.name!r} it does not own (entry mod {ranks} != {rank}): "
+                "a rank split its pairs otherwise (another DistQ version or exchange?)"
+            )
+
+
+def _sums_layout(layout: wire.TensorLayout) -> wire.TensorLayout:
+    return wire.TensorLayout(layout.name, layout.numel, sums_encoding(layout.gradient_dtype), layout.gradient_dtype)
+
+
+def _no_pairs(layout: wire.TensorLayout) -> EncodedPairs:
+    dtype = torch_dtype(accumulation_dtype(layout.gradient_dtype))
+    return encode(layout.encoding, torch.empty(0, dtype=torch_dtype(layout.index_dtype)), torch.empty(0, dtype=dtype),
+                  dtype)
+
+
+def _split_by_owner(
+    round_layout: wire.RoundLayout, pairs: Sequence[EncodedPairs], ranks: int
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """This rank's first phase: one header and payload per owner, concatenated in rank order, and
+    the payloads' sizes."""
+    headers, payloads = [], []
+    owners = [owner_of(p.indices, ranks) for p in pairs]
+    for owner in range(ranks):
+        shares = [_subset(p, owned == owner) for p, owned in zip(pairs, owners)]
+        header, payload = pack_round(round_layout, shares)
+        headers.append(header)
+        payloads.append(payload)
+    return torch.cat(headers), torch.cat(payloads), [p.numel() for p in payloads]
+
+
+def _subset(pairs: EncodedPairs, mask: torch.Tensor) -> EncodedPairs:
+    return EncodedPairs(pairs.indices[mask], pairs.values[mask], pairs.scales, pairs.decoded[mask])

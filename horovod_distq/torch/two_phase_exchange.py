@@ -3,8 +3,8 @@
 Rank ``i mod P`` owns flattened entry ``i`` (interleaved, so that a hot row spreads over the
 ranks). A step's round then runs in two phases on Horovod's own collectives:
 
-1. Each rank splits its pairs by owner and one ``alltoall`` with splits (headers, then payloads)
-   hands every owner its share from every rank, in the allgather path's wire format and checks.
+1. Each rank splits its pairs by owner and one ``alltoall`` with splits (each owner's header and
+   payload) hands every owner its share from every rank, in the allgather path's wire format and checks.
 2. Each owner sums the pairs it received per entry and selects again from those sums with the
    compressor's own fit, at its share of the step's target: the pairs it received over the number
    of ranks. One grouped ``allgather`` returns every owner's selection to every rank.
@@ -71,9 +71,8 @@ class TwoPhaseExchange(AllgatherExchange):
         self._pending = {}
         ranks = self.process_set.size()
         shares_layout = wire.RoundLayout(tuple(q.layout for q in queued))
-        header, payload, splits = _split_by_owner(shares_layout, [q.pairs for q in queued], ranks)
-        received_header = self._alltoall(header, [shares_layout.header_bytes] * ranks, "distq.shares.header")
-        received_payload = self._alltoall(payload, splits, "distq.shares.payload")
+        shares_out, splits = _split_by_owner(shares_layout, [q.pairs for q in queued], ranks)
+        received_header, received_payload = self._alltoall(shares_out, splits, shares_layout.header_bytes)
         sums_layout = wire.RoundLayout(tuple(_sums_layout(q.layout) for q in queued))
         try:
             shares = parse_round(shares_layout, ranks, received_header, received_payload)
@@ -95,8 +94,8 @@ class TwoPhaseExchange(AllgatherExchange):
             raise failure
         self._store_round(packed, ranks, gathered_header, gathered_payload)
         # This rank's own share never leaves it: only the others' count as sent and received.
-        own = shares_layout.header_bytes + splits[self.process_set.rank()]
-        first_sent = header.numel() + payload.numel() - own
+        own = splits[self.process_set.rank()]
+        first_sent = shares_out.numel() - own
         first_received = received_header.numel() + received_payload.numel() - own
         self.last_round = RoundStats(len(names), first_sent + self.last_round.bytes_sent,
                                      first_received + self.last_round.bytes_received)
@@ -104,10 +103,17 @@ class TwoPhaseExchange(AllgatherExchange):
             for name, q in zip(names, queued):
                 self._keep_unselected(name, q.pairs, self._results[name][0])
 
-    def _alltoall(self, data: torch.Tensor, splits: Sequence[int], name: str) -> torch.Tensor:
-        received, _ = hvd.alltoall(data, splits=torch.tensor(splits, dtype=torch.int32), name=name,
-                                   process_set=self.process_set)
-        return received
+    def _alltoall(
+        self, shares: torch.Tensor, splits: Sequence[int], header_bytes: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first phase's one alltoall: each owner's header and payload out, every rank's header
+        and payload for this owner back, as the headers and the payloads concatenated in rank order
+        (what :func:`parse_round` reads; a share shorter than a header leaves the headers short,
+        which its checks report)."""
+        received, sizes = hvd.alltoall(shares, splits=torch.tensor(splits, dtype=torch.int32), name="distq.shares",
+                                       process_set=self.process_set)
+        pieces = torch.split(received, sizes.tolist())
+        return torch.cat([p[:header_bytes] for p in pieces]), torch.cat([p[header_bytes:] for p in pieces])
 
     def _select_again(
         self, indices: torch.Tensor, values: torch.Tensor, ranks: int, layout: wire.TensorLayout
@@ -158,17 +164,12 @@ def _no_pairs(layout: wire.TensorLayout) -> EncodedPairs:
 
 def _split_by_owner(
     round_layout: wire.RoundLayout, pairs: Sequence[EncodedPairs], ranks: int
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """This rank's first phase: one header and payload per owner, concatenated in rank order, and
-    the payloads' sizes."""
-    headers, payloads = [], []
+) -> tuple[torch.Tensor, list[int]]:
+    """This rank's first phase: each owner's header and payload, owner after owner, and their sizes."""
     owners = [owner_of(p.indices, ranks) for p in pairs]
-    for owner in range(ranks):
-        shares = [_subset(p, owned == owner) for p, owned in zip(pairs, owners)]
-        header, payload = pack_round(round_layout, shares)
-        headers.append(header)
-        payloads.append(payload)
-    return torch.cat(headers), torch.cat(payloads), [p.numel() for p in payloads]
+    shares = [torch.cat(pack_round(round_layout, [_subset(p, owned == owner) for p, owned in zip(pairs, owners)]))
+              for owner in range(ranks)]
+    return torch.cat(shares), [share.numel() for share in shares]
 
 
 def _subset(pairs: EncodedPairs, mask: torch.Tensor) -> EncodedPairs:

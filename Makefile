@@ -14,7 +14,7 @@ setup:
 # horovodrun checks its build by importing horovod.tensorflow, whose C++ start-up logs would fill a
 # torch run's output: quiet them for the launcher (and the workers, which do not load TensorFlow).
 demo: setup
-	TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0 $(HOROVODRUN) -np 2 -H localhost:2 --gloo $(PYTHON) examples/pytorch_digits.py --compression none distq --out runs/digits
+	TF_CPP_MIN_LOG_LEVEL=3 TF_ENABLE_ONEDNN_OPTS=0 $(HOROVODRUN) -np 2 -H localhost:2 --gloo $(PYTHON) examples/pytorch_digits.py --compression none distq --exchange sparse --out runs/digits
 
 test: setup
 	$(PYTHON) -m ruff check $(LINTED)

@@ -29,10 +29,10 @@ def torch_topk(x: torch.Tensor, ratio: float) -> SparseSelection:
 
 class TopK(DistQ):
     """DistQ's exchange and error feedback with an exact ``torch.topk`` selection instead of a fit
-    (exact counts need no closed loop)."""
+    (exact counts need no closed loop), sent sparse by the allgather unless ``exchange`` says otherwise."""
 
     def __init__(self, ratio: float, **kwargs) -> None:
-        super().__init__(ratio, closed_loop=False, **kwargs)
+        super().__init__(ratio, closed_loop=False, **{"exchange": "sparse", **kwargs})
 
     def select(self, tensor: torch.Tensor, ratio: float) -> SparseSelection:
         return torch_topk(tensor, ratio)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from benchmarks.baselines import TopK
 from examples.common import bytes_per_step, digits_split
 from examples.torch_models import MODELS, as_tensors
+from horovod_distq.exchange_policy import SETTLE_STEPS, ExchangePolicy
 from horovod_distq.torch import DistQ
 
 METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", "distq-sign", "distq-auto",
@@ -30,7 +31,9 @@ METHODS = ("dense", "fp16", "topk", "distq", "distq-float16", "distq-bfloat16", 
 
 def make_compression(method: str, ratio: float):
     """The method's compressor. DistQ and top-k without the sparsity warm-up: the timed steps are at
-    the target ratio, not in the warm-up's first steps."""
+    the target ratio, not in the warm-up's first steps. "distq" and its encodings always send
+    sparse by the allgather; "distq-auto" is DistQ as it comes (``exchange="auto"``: chosen from
+    measured step times), "distq-two-phase" the two-phase exchange."""
     if method == "dense":
         return hvd.Compression.none
     if method == "fp16":
@@ -38,11 +41,20 @@ def make_compression(method: str, ratio: float):
     if method == "topk":
         return TopK(ratio=ratio, warmup=None)
     if method == "distq-auto":
-        return DistQ(ratio=ratio, distribution="auto", warmup=None)
+        return DistQ(ratio=ratio, warmup=None)
     if method == "distq-two-phase":
         return DistQ(ratio=ratio, exchange="two_phase", warmup=None)
     encoding = method.split("-", 1)[1] if "-" in method else "auto"
-    return DistQ(ratio=ratio, value_encoding=encoding, warmup=None)
+    return DistQ(ratio=ratio, value_encoding=encoding, warmup=None, exchange="sparse")
+
+
+def untimed_steps(method: str, args: argparse.Namespace) -> int:
+    """Steps run before the timed ones: ``--warmup``, and for "distq-auto" until its first choice
+    of exchange is made (its probe's steps are a fixed cost, once every ``reprobe_every`` steps)."""
+    if method != "distq-auto":
+        return args.warmup
+    probe = SETTLE_STEPS + len(("allgather", "two_phase", "dense")) * ExchangePolicy.default_probe_steps
+    return max(args.warmup, probe + 1)
 
 
 def train(method: str, args: argparse.Namespace, data) -> dict:
@@ -50,11 +62,17 @@ def train(method: str, args: argparse.Namespace, data) -> dict:
     model = MODELS[args.model]()
     compression = make_compression(method, args.ratio)
     step = horovod_step(model, compression, args.lr, momentum=0.9)
-    timed = timed_steps(args, data, hvd.rank(), hvd.barrier, step)
+    timed = timed_steps(argparse.Namespace(**{**vars(args), "warmup": untimed_steps(method, args)}), data, hvd.rank(),
+                        hvd.barrier, step)
     tail = torch.tensor(float(np.mean(timed.losses[-args.loss_window:])))
     numels = [p.numel() for p in model.parameters()]
     final_loss = hvd.allreduce(tail, name=f"loss.{method}").item()
-    return record("horovod", method, args, numels, timed, final_loss, bytes_per_step(compression, numels, hvd))
+    result = record("horovod", method, args, numels, timed, final_loss, bytes_per_step(compression, numels, hvd))
+    decision = getattr(compression, "exchange_policy", None) and compression.exchange_policy.last_decision
+    if decision:
+        step_ms = {mode: seconds * 1e3 for mode, seconds in decision.costs.items()}
+        result["exchange_chosen"] = {"chosen": decision.chosen, "step_ms": step_ms}
+    return result
 
 
 def horovod_step(model: torch.nn.Module, compression, lr: float,

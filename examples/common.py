@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from horovod_distq.exchange_cost import EXCHANGE_MODES
+
 T = TypeVar("T")
 
 
@@ -32,6 +34,8 @@ def parse_arguments(description: str, default_out: str, switches: dict[str, str]
     parser.add_argument("--ratio", type=float, default=0.01)
     parser.add_argument("--distribution", default="normal")
     parser.add_argument("--value-encoding", default="auto")
+    parser.add_argument("--exchange", default="auto", choices=EXCHANGE_MODES,
+                        help="DistQ's exchange; auto: chosen from measured step times (README, Scale)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
@@ -89,7 +93,8 @@ def make_compression(kind: str, args: argparse.Namespace, hvd: Any, distq: type)
         return hvd.Compression.none
     if kind == "fp16":
         return hvd.Compression.fp16
-    return distq(ratio=args.ratio, distribution=args.distribution, value_encoding=args.value_encoding)
+    return distq(ratio=args.ratio, distribution=args.distribution, value_encoding=args.value_encoding,
+                 exchange=args.exchange)
 
 
 def bytes_per_step(compression: Any, numels: Sequence[int], hvd: Any) -> int:
@@ -130,8 +135,13 @@ def run_record(kind: str, args: argparse.Namespace, compression: Any, accuracy: 
     }
     if kind == "distq":
         sparse = [s for s in compression.stats.values() if not s.dense]
-        result["achieved_ratio"] = float(np.mean([s.achieved_ratio for s in sparse]))
-        result.update(ratio=args.ratio, distribution=args.distribution, value_encoding=args.value_encoding)
+        # None where the last step went dense (exchange="auto" chose it).
+        result["achieved_ratio"] = float(np.mean([s.achieved_ratio for s in sparse])) if sparse else None
+        result.update(ratio=args.ratio, distribution=args.distribution, value_encoding=args.value_encoding,
+                      exchange=args.exchange)
+        decision = getattr(compression, "exchange_policy", None) and compression.exchange_policy.last_decision
+        if decision:  # what exchange="auto" measured (seconds a step) and chose last
+            result["exchange_chosen"] = {"step": decision.step, "chosen": decision.chosen, "seconds": decision.costs}
     return result
 
 

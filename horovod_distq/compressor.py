@@ -17,7 +17,8 @@ from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from horovod_distq.config import DistQConfig
 from horovod_distq.encodings import DTYPE_BYTES
-from horovod_distq.exchange_cost import sparse_is_cheaper
+from horovod_distq.exchange_cost import cheaper_than_dense
+from horovod_distq.exchange_policy import ALLGATHER, DENSE, TWO_PHASE, ExchangePolicy
 from horovod_distq.selection import SparseSelection
 from horovod_distq.state import ALL_RANKS, deserialize_gathered, rank_part, readable_rank, serialize
 from horovod_distq.stats import TensorStats
@@ -265,6 +266,12 @@ class DistQCompressor(ABC):
         self._selections: dict[str, tuple[TensorLayout, Any]] = {}
         self._loop_thread: threading.Thread | None = None
         self._warned_ratio_below_one_entry: set[str] = set()
+        candidates = self._measured_exchanges()
+        # exchange="auto" where the frontend can time its steps: chosen per step from measured times.
+        self.exchange_policy = (
+            ExchangePolicy(candidates, len(config.warmup_factors) - 1, self.exchange.gather_bytes)
+            if config.exchange == "auto" and candidates else None
+        )
 
     def state_dict(self, all_ranks: bool = False) -> dict[str, Any]:
         """Error-feedback residuals, closed-loop state and warm-up steps (copies), to save beside the model.
@@ -324,8 +331,11 @@ class DistQCompressor(ABC):
     def discard_step(self) -> None:
         """Drops what an interrupted step left in the exchange (pairs compressed, not yet
         decompressed), so that the next step starts clean: after a collective failed, or on an
-        elastic reset (``horovod_distq.elastic``). The residuals keep what the step accumulated."""
+        elastic reset (``horovod_distq.elastic``). The residuals keep what the step accumulated.
+        Under ``exchange="auto"`` the choice of exchange starts afresh, as on every rank."""
         self.exchange.discard()
+        if self.exchange_policy is not None:
+            self.exchange_policy.reset()
 
     @property
     def stats(self) -> dict[str, TensorStats]:
@@ -377,20 +387,39 @@ class DistQCompressor(ABC):
         """Whether :meth:`log_to` writes on this rank: rank 0 only, or every rank with ``all_ranks``."""
         return all_ranks or self.exchange.process_set.rank() == 0
 
-    def compresses(self, tensor: Any) -> bool:
+    def compresses(self, tensor: Any, exchange: str | None = None) -> bool:
         """Whether ``tensor`` takes the sparse path (else it goes dense): a floating tensor of at
-        least ``min_numel`` entries, whose pairs cost no more than a dense allreduce at the process
-        set's size under ``exchange="auto"`` (always under ``"sparse"`` and ``"two_phase"``, never
-        under ``"dense"``)."""
+        least ``min_numel`` entries, always under ``exchange="sparse"`` and ``"two_phase"``, never
+        under ``"dense"``; under ``"auto"`` when the step's exchange (:meth:`step_exchange`) is not
+        dense and the tensor's pairs cost no more bytes than its dense allreduce at the process
+        set's size.
+
+        Args:
+            tensor: the gradient.
+            exchange: the step's exchange ("allgather", "two_phase", "dense"); by default the current step's.
+        """
         numel = self._numel(tensor)
         if not (self._is_floating(tensor) and numel is not None and numel >= max(self.config.min_numel, 1)):
             return False
-        if self.config.exchange != "auto":
-            return self.config.exchange != "dense"
+        exchange = self.step_exchange() if exchange is None else exchange
+        if exchange == DENSE or self.config.exchange != "auto":
+            return exchange != DENSE
         ranks = self._planned_ranks()
         if ranks is None:
             return True  # a choice made for one world size would not hold for the next: sparse
-        return sparse_is_cheaper(numel, self.config.ratio, ranks, self.config.value_encoding, self._dtype_name(tensor))
+        return cheaper_than_dense(exchange, numel, self.config.ratio, ranks, self.config.value_encoding,
+                                  self._dtype_name(tensor))
+
+    def step_exchange(self) -> str:
+        """How the current step's compressed gradients travel: "allgather", "two_phase" or "dense"
+        (``exchange`` as set, or under "auto" the choice of :attr:`exchange_policy`)."""
+        if self.config.exchange == "auto":
+            return self.exchange_policy.mode if self._policy_applies() else ALLGATHER
+        return {"sparse": ALLGATHER, "two_phase": TWO_PHASE, "dense": DENSE}[self.config.exchange]
+
+    def _policy_applies(self) -> bool:
+        # On one rank there is nothing to exchange and nothing to measure.
+        return self.exchange_policy is not None and self.exchange.process_set.size() > 1
 
     def compress(self, tensor: Any, name: str | None = None) -> tuple[Any, SparseContext | None]:
         """Selects and encodes a gradient's pairs for the exchange; returns what Horovod allreduces.
@@ -408,7 +437,10 @@ class DistQCompressor(ABC):
             raise ValueError("DistQ compresses gradients; op=hvd.Adasum hands it parameters and is not supported")
         self._check_single_loop()
         name = name if name is not None else self.names.of(tensor)
-        if not self.compresses(tensor):
+        if name is not None and self._policy_applies():
+            self.exchange_policy.mode_for(name, self.exchange.process_set.size())
+        exchange = self.step_exchange()
+        if not self.compresses(tensor, exchange):
             self._record_dense(name, tensor)
             return self._dense_gradient(name, tensor), None
         name = self._sparse_name(name, self._numel(tensor))
@@ -432,6 +464,7 @@ class DistQCompressor(ABC):
         self._selections[name] = (layout, self._record_selection(name, selected, selection.threshold))
         self._dense_stats.pop(name, None)
         queued = QueuedTensor(layout, pairs)
+        self._use_exchange(exchange)
         self.exchange.submit(queued)
         return self._placeholder(tensor), SparseContext(queued, tensor.shape, tensor.dtype, self._op_name(tensor))
 
@@ -475,6 +508,16 @@ class DistQCompressor(ABC):
     def _ranks(self) -> Any:
         """The number of ranks a step's pairs come from, as the reduction computes with it."""
         return self.exchange.process_set.size()
+
+    def _measured_exchanges(self) -> tuple[str, ...]:
+        """The exchanges ``exchange="auto"`` chooses between by measured step times; empty where
+        the frontend cannot time its steps (a traced step), which keeps the byte rule."""
+        return ()
+
+    def _use_exchange(self, exchange: str) -> None:
+        """Sets up the exchange object for a step whose compressed gradients travel by ``exchange``;
+        an exchange object that serves one exchange only needs nothing."""
+        return None
 
     def _planned_ranks(self) -> int | None:
         """The number of ranks ``exchange="auto"`` plans for; None where the step being built

@@ -45,11 +45,14 @@ class DistQConfig:
             over a few steps. Costs no pass over the tensor.
         exchange: "auto": a gradient goes sparse only while its pairs cost no more bytes than a
             dense allreduce at the process set's size (up to about 1 / ratio ranks for float32;
-            ``horovod_distq.exchange_cost``); "sparse": always; "dense": never (a Horovod
-            allreduce of the gradient plus any residual left); "two_phase": always sparse, by the
-            two-phase exchange (an alltoall to the entries' owners, who sum and select again, then
-            an allgather of what they selected: about 2k pairs per rank whatever the number of
-            ranks; torch's ``hvd.DistributedOptimizer`` only so far, README "Scale").
+            ``horovod_distq.exchange_cost``), and under torch's ``hvd.DistributedOptimizer`` each
+            step's exchange (the allgather, two-phase or dense) is the one measured fastest
+            (``horovod_distq.exchange_policy``; README "Scale"); "sparse": always, by the
+            allgather; "dense": never (a Horovod allreduce of the gradient plus any residual
+            left); "two_phase": always sparse, by the two-phase exchange (an alltoall to the
+            entries' owners, who sum and select again, then an allgather of what they selected:
+            about 2k pairs per rank whatever the number of ranks; torch's
+            ``hvd.DistributedOptimizer`` only so far).
         warmup: a sparsity warm-up (Deep Gradient Compression's): a :class:`horovod_distq.Warmup`
             (every entry for its ``dense_steps`` steps, then a ratio decaying exponentially from its
             ``start_ratio``, 0.25 by default, to ``ratio`` over its ``steps`` steps), or a number of
@@ -123,8 +126,7 @@ class DistQConfig:
         value_encoding(self.value_encoding)
         if self.exchange not in EXCHANGE_MODES:
             raise ValueError(f"exchange must be one of {EXCHANGE_MODES}, got {self.exchange!r}")
-        signs_only = value_encoding(self.value_encoding).sign_in_index
-        if self.exchange == "two_phase" and (self.transforms_gradients or signs_only):
+        if self.exchange == "two_phase" and not self.two_phase_possible:
             # Momentum factor masking and local Adam follow what this rank sent, and the owners
             # sum values, which the sign encoding does not send.
             raise ValueError("exchange='two_phase' takes neither momentum, adam nor value_encoding='sign': "
@@ -135,6 +137,12 @@ class DistQConfig:
         if self.exchange == "two_phase":
             raise ValueError(f"exchange='two_phase' runs under torch's hvd.DistributedOptimizer only so far, not "
                              f"{frontend}: use exchange='auto' there")
+
+    @property
+    def two_phase_possible(self) -> bool:
+        """Whether the two-phase exchange can carry these gradients: not with momentum correction
+        or local Adam (which follow what this rank sent), nor the sign encoding (no values to sum)."""
+        return not (self.transforms_gradients or value_encoding(self.value_encoding).sign_in_index)
 
     @property
     def transforms_gradients(self) -> bool:

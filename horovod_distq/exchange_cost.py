@@ -58,10 +58,17 @@ def dense_link_bytes(numel: int, ranks: int, gradient_dtype: str) -> float:
 
 
 def sparse_is_cheaper(numel: int, ratio: float, ranks: int, encoding: str, gradient_dtype: str) -> bool:
-    """Whether the pairs cost no more than the dense allreduce (a tie, as on one rank, stays sparse)."""
-    return sparse_link_bytes(numel, ratio, ranks, encoding, gradient_dtype) <= dense_link_bytes(
-        numel, ranks, gradient_dtype
-    )
+    """Whether the allgather's pairs cost no more than the dense allreduce (a tie, as on one rank, stays sparse)."""
+    return cheaper_than_dense("allgather", numel, ratio, ranks, encoding, gradient_dtype)
+
+
+def cheaper_than_dense(
+    exchange: str, numel: int, ratio: float, ranks: int, encoding: str, gradient_dtype: str
+) -> bool:
+    """Whether one tensor's pairs cost no more link bytes than its dense allreduce under ``exchange``
+    ("allgather" or "two_phase"); a tie, as on one rank, stays sparse."""
+    link_bytes = two_phase_link_bytes if exchange == "two_phase" else sparse_link_bytes
+    return link_bytes(numel, ratio, ranks, encoding, gradient_dtype) <= dense_link_bytes(numel, ranks, gradient_dtype)
 
 
 def crossover_ranks(ratio: float, encoding: str, gradient_dtype: str) -> float:

@@ -10,6 +10,7 @@ import torch
 
 from horovod_distq.compressor import DistQCompressor, ExchangeRole, NamesRole, SparseContext
 from horovod_distq.config import DistQConfig, document_settings
+from horovod_distq.exchange_policy import ALLGATHER, DENSE, TWO_PHASE
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.local_adam import LocalAdam
 from horovod_distq.torch.control import RatioController
@@ -95,7 +96,9 @@ class DistQ(TorchCompressor):
     Pass it to ``hvd.DistributedOptimizer(compression=...)``. The pairs of all gradients of a step
     travel in one Horovod allgather (ranks may compress in different orders), or with
     ``exchange="two_phase"`` in one alltoall and one allgather
-    (:mod:`horovod_distq.torch.two_phase_exchange`). Error feedback is
+    (:mod:`horovod_distq.torch.two_phase_exchange`); under ``exchange="auto"``, its
+    ``exchange_policy`` (:mod:`horovod_distq.exchange_policy`; None: the byte rule alone) chooses
+    each step's exchange, dense included, from measured step times. Error feedback is
     keyed by the parameter names the optimizer was given (``named_parameters=``); ``state_dict()``
     holds the residuals and the closed-loop state as tensors, for ``torch.save``.
 
@@ -141,13 +144,24 @@ class DistQ(TorchCompressor):
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
             exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
-        if config.exchange == "two_phase":
+        if config.exchange == "two_phase" or (config.exchange == "auto" and config.two_phase_possible):
             exchange = TwoPhaseExchange(process_set, lambda tensor, ratio: self.select(tensor, ratio))
         else:
             exchange = AllgatherExchange(process_set)
         super().__init__(config, names=ParameterNames(), exchange=exchange)
-        if isinstance(exchange, TwoPhaseExchange) and config.error_feedback:
-            exchange.keep_unselected_in(self.memory)
+        if isinstance(exchange, TwoPhaseExchange):
+            exchange.two_phase = config.exchange == "two_phase"  # under "auto": set per step
+            if config.error_feedback:
+                exchange.keep_unselected_in(self.memory)
+
+    def _measured_exchanges(self) -> tuple[str, ...]:
+        if isinstance(self.exchange, TwoPhaseExchange):
+            return (ALLGATHER, TWO_PHASE, DENSE)
+        return (ALLGATHER, DENSE)
+
+    def _use_exchange(self, exchange: str) -> None:
+        if isinstance(self.exchange, TwoPhaseExchange):
+            self.exchange.two_phase = exchange == TWO_PHASE
 
     @property
     def last_round(self) -> RoundStats | None:

@@ -42,12 +42,15 @@ class TwoPhaseExchange(AllgatherExchange):
         process_set: the Horovod process set the optimizer reduces over.
         select: the compressor's selection, ``select(tensor, ratio) -> SparseSelection``.
 
+    Attributes:
+        two_phase: False: a round goes by the allgather alone (``exchange="auto"`` chose it for the step).
+
     Example:
         >>> exchange = TwoPhaseExchange(hvd.global_process_set, compression.select)
         >>> exchange.keep_unselected_in(compression.memory)   # with error feedback
     """
 
-    __slots__ = ("_memory", "_select")
+    __slots__ = ("_memory", "_select", "two_phase")
 
     def __init__(
         self, process_set: hvd.ProcessSet, select: Callable[[torch.Tensor, float], SparseSelection]
@@ -55,6 +58,7 @@ class TwoPhaseExchange(AllgatherExchange):
         super().__init__(process_set)
         self._select = select
         self._memory: ErrorFeedback | None = None
+        self.two_phase = True
 
     def keep_unselected_in(self, memory: ErrorFeedback) -> None:
         """Adds this rank's pairs that no owner selected back to their residuals in ``memory``."""
@@ -63,9 +67,14 @@ class TwoPhaseExchange(AllgatherExchange):
     def round_header_bytes(self, tensors: int) -> int:
         """Bytes of this rank's headers in a step that compressed ``tensors`` tensors: one to each
         owner in the first phase, one in the second."""
+        if not self.two_phase:
+            return super().round_header_bytes(tensors)
         return (self.process_set.size() + 1) * wire.header_bytes(tensors) if tensors else 0
 
     def _flush(self) -> None:
+        if not self.two_phase:
+            super()._flush()
+            return
         names = sorted(self._pending)
         queued = [self._pending[name] for name in names]
         self._pending = {}

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from horovod_distq import LocalAdam
+from horovod_distq.exchange_policy import SETTLE_STEPS, ExchangePolicy
 from horovod_distq.torch import DistQ, move_adam
 from tests.parallel.common import assert_identical_on_every_rank, same_run
 from tests.reference import LocalAdamReference, MomentumCorrection
@@ -234,6 +235,56 @@ def test_two_phase_exchange_loses_nothing(encoding: str) -> None:
             assert 0.5 * target <= int(applied.sum()) <= 1.5 * target, (name, step, int(applied.sum()), target)
         with optimizer.skip_synchronize():
             optimizer.step()
+    assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+
+
+# Per rank, how long a step of each exchange takes on the fake clock: alone, rank 1 would choose
+# otherwise than rank 0 (the allgather over two-phase, or two-phase over dense).
+AUTO_CASES = {
+    "two_phase": ({"allgather": 1.0, "two_phase": 0.8, "dense": 1.2},
+                  {"allgather": 1.0, "two_phase": 1.1, "dense": 1.2}),
+    "dense": ({"allgather": 1.0, "two_phase": 0.9, "dense": 0.95},
+              {"allgather": 1.0, "two_phase": 1.0, "dense": 0.9}),
+}
+
+
+@pytest.mark.parametrize("chosen", AUTO_CASES)
+def test_auto_probes_agrees_and_loses_nothing(chosen: str) -> None:
+    """exchange="auto" (the default) with a fake clock whose step times differ per rank: every rank
+    probes the allgather, the two-phase exchange and dense after the settling steps, agrees on the
+    mean of the ranks' times and runs the fastest, the same on every rank; in every step, whichever
+    exchange it took, sum over ranks of (accumulated - residual) == ranks x the reduced gradient."""
+    model = make_model()
+    shadow = copy.deepcopy(model)
+    compression = DistQ(ratio=RATIO, warmup=None)
+    costs = AUTO_CASES[chosen][hvd.rank()]
+    clock = [0.0]
+    compression.exchange_policy = ExchangePolicy(
+        ("allgather", "two_phase", "dense"), 0, compression.exchange.gather_bytes, probe_steps=2, clock=lambda: clock[0]
+    )
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(), compression=compression,
+    )
+    modes = []
+    for step in range(SETTLE_STEPS + 9):
+        x, y = batch(step)
+        raw, before = gradients_and_residuals(model, shadow, compression, x, y)
+        optimizer.zero_grad()
+        loss_of(model, x, y).backward()
+        optimizer.synchronize()
+        modes.append(compression.step_exchange())
+        for name, param in model.named_parameters():
+            residual = compression.memory.residual(name)
+            residual = torch.zeros_like(param) if residual is None else residual
+            delivered = torch.stack(all_ranks(raw[name] + before[name] - residual)).sum(0)
+            check_close(delivered, hvd.size() * param.grad, f"{name} step {step} ({modes[-1]}): sent != applied",
+                        atol=1e-6)
+        with optimizer.skip_synchronize():
+            optimizer.step()
+        clock[0] += costs[modes[-1]]
+    probe = ["allgather"] * 2 + ["two_phase"] * 2 + ["dense"] * 2
+    assert modes == ["allgather"] * SETTLE_STEPS + probe + [chosen] * 3, modes
+    assert compression.exchange_policy.last_decision.chosen == chosen
     assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
 
 

@@ -5,7 +5,9 @@ compressed step costs besides: the fit and the selection, the extra collective's
 second phase. On a fast link those decide, and a sparse step can be slower than the dense
 allreduce it replaces. So the policy measures instead of predicting: once the warm-up is over
 (and at least :data:`SETTLE_STEPS` steps in, past the first steps' one-time costs) it runs each
-candidate exchange for ``probe_steps`` steps, takes each one's median step time on every rank,
+candidate exchange for ``probe_steps`` steps, takes each one's median step time on every rank
+(the first step after a switch left out: it pays for the switch, Horovod's renegotiation of
+tensors whose shapes changed),
 agrees on them through one allgather (every rank gets the same numbers, so every rank chooses
 alike) and runs the cheapest until the next probe, ``reprobe_every`` steps later. Dense wins ties
 within ``margin``, so a compressed step is chosen only where it is measurably faster.
@@ -59,7 +61,7 @@ class ExchangePolicy:
         first_probe: the step the first probe starts at (the warm-up's end, at least :data:`SETTLE_STEPS`).
         agree: every rank's bytes concatenated in rank order, for the bytes given (one allgather);
             called at the same step on every rank.
-        probe_steps: steps each candidate runs in a probe.
+        probe_steps: steps each candidate runs in a probe, at least 2 (the first is not measured).
         reprobe_every: steps from one probe's start to the next's.
         margin: a compressed exchange is chosen only if its time is below dense's by this fraction.
         clock: seconds, monotonic.
@@ -69,10 +71,10 @@ class ExchangePolicy:
         >>> mode = policy.mode_for("fc.weight")   # in compress(): this step's exchange
     """
 
-    default_probe_steps = 5
+    default_probe_steps = 6
 
-    __slots__ = ("_agree", "_clock", "_mode", "_ranks", "_seen", "_started", "_times", "candidates", "first_probe",
-                 "last_decision", "margin", "probe_steps", "reprobe_every", "step")
+    __slots__ = ("_agree", "_clock", "_measured", "_mode", "_ranks", "_seen", "_started", "_times", "candidates",
+                 "first_probe", "last_decision", "margin", "probe_steps", "reprobe_every", "step")
 
     def __init__(
         self,
@@ -87,8 +89,8 @@ class ExchangePolicy:
     ) -> None:
         if DENSE not in candidates or len(set(candidates)) != len(candidates):
             raise ValueError(f"candidates must name each exchange once, dense among them, got {candidates!r}")
-        if probe_steps < 1 or reprobe_every < len(candidates) * probe_steps + 1:
-            raise ValueError("a probe needs at least one step per candidate and must end before the next starts")
+        if probe_steps < 2 or reprobe_every < len(candidates) * probe_steps + 1:
+            raise ValueError("a probe needs at least two steps per candidate and must end before the next starts")
         self.candidates = tuple(candidates)
         self.first_probe = max(first_probe, SETTLE_STEPS)
         self.probe_steps = probe_steps
@@ -107,6 +109,7 @@ class ExchangePolicy:
         self._seen: set[str] = set()
         self._started: float | None = None
         self._times: dict[str, list[float]] = {}
+        self._measured = False  # whether the step in progress counts towards its exchange's time
         self._mode = ALLGATHER
 
     @property
@@ -136,20 +139,22 @@ class ExchangePolicy:
 
     def _start_step(self) -> None:
         now = self._clock()
-        if self._started is not None:
+        if self._measured:
             self._times.setdefault(self._mode, []).append(now - self._started)
         self._started = now
         self._seen.clear()
         self.step += 1
         since = self.step - self.first_probe
+        in_cycle = since % self.reprobe_every
         probe_length = len(self.candidates) * self.probe_steps
+        self._measured = since >= 0 and in_cycle < probe_length and in_cycle % self.probe_steps > 0
         if since < 0:
             self._mode = ALLGATHER
-        elif since % self.reprobe_every < probe_length:
-            if since % self.reprobe_every == 0:
+        elif in_cycle < probe_length:
+            if in_cycle == 0:
                 self._times.clear()
-            self._mode = self.candidates[since % self.reprobe_every // self.probe_steps]
-        elif since % self.reprobe_every == probe_length:
+            self._mode = self.candidates[in_cycle // self.probe_steps]
+        elif in_cycle == probe_length:
             self.last_decision = self._decide()
             self._mode = self.last_decision.chosen
 

@@ -38,11 +38,11 @@ def elastic_horovodrun(tmp_path: Path, hosts: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("framework", list(MODULES))
-def test_grow_and_shrink_mid_training(framework: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("framework", "exchange"), [("torch", "auto"), ("tensorflow", "auto"), ("torch", "two_phase")])
+def test_grow_and_shrink_mid_training(framework: str, exchange: str, tmp_path: Path) -> None:
     hosts, out = tmp_path / "hosts", tmp_path / "log.json"
     command = [*elastic_horovodrun(tmp_path, hosts), "-m", MODULES[framework], "--hosts-file", str(hosts),
-               "--out", str(out)]
+               "--out", str(out), "--exchange", exchange]
     check_grow_and_shrink(framework, command, out, "one machine")
 
 

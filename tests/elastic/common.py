@@ -30,6 +30,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--hosts-file", type=Path, required=True, help="the file the discovery script prints")
     parser.add_argument("--out", type=Path, required=True, help="where rank 0 writes the run's log (JSON)")
     parser.add_argument("--hosts", nargs=2, default=LOCAL_HOSTS, help="the first host and the one that joins")
+    parser.add_argument("--exchange", default="auto", help="DistQ's exchange (torch: two_phase too)")
     return parser.parse_args()
 
 

@@ -29,7 +29,7 @@ variables = [
     tf.Variable(np.zeros(4, np.float32), name="output/bias"),
 ]
 teacher = initial.normal(0, 32**-0.5, (32, 4)).astype(np.float32)  # the task: the same on every rank
-compression = distq.DistQ(ratio=0.05)
+compression = distq.DistQ(ratio=0.05, exchange=args.exchange)
 schedule = Schedule(args.hosts_file, args.hosts)
 state = register(VariablesState(variables, step=0, phase=0, in_phase=0, asked=[0.0, 0.0], log=[]), compression)
 

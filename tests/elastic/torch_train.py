@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 torch.manual_seed(0)
 model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
 teacher = torch.nn.Linear(32, 4)  # the task: the same on every rank, as the seed is
-compression = DistQ(ratio=0.05)
+compression = DistQ(ratio=0.05, exchange=args.exchange)
 optimizer = hvd.DistributedOptimizer(
     torch.optim.SGD(model.parameters(), lr=0.1), named_parameters=model.named_parameters(), compression=compression
 )

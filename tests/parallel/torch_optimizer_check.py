@@ -257,7 +257,7 @@ def test_auto_probes_agrees_and_loses_nothing(chosen: str) -> None:
     model = make_model()
     shadow = copy.deepcopy(model)
     compression = DistQ(ratio=RATIO, warmup=None)
-    costs = AUTO_CASES[chosen][hvd.rank()]
+    costs = AUTO_CASES[chosen][hvd.rank() % 2]  # on 3 hosts, rank 2 measures as rank 0
     clock = [0.0]
     compression.exchange_policy = ExchangePolicy(
         ("allgather", "two_phase", "dense"), 0, compression.exchange.gather_bytes, probe_steps=2, clock=lambda: clock[0]

@@ -5,11 +5,11 @@ compressed step costs besides: the fit and the selection, the extra collective's
 second phase. On a fast link those decide, and a sparse step can be slower than the dense
 allreduce it replaces. So the policy measures instead of predicting: once the warm-up is over
 (and at least :data:`SETTLE_STEPS` steps in, past the first steps' one-time costs) it runs each
-candidate exchange for ``probe_steps`` steps, takes each one's median step time on every rank
-(the first step after a switch left out: it pays for the switch, Horovod's renegotiation of
-tensors whose shapes changed),
-agrees on them through one allgather (every rank gets the same numbers, so every rank chooses
-alike) and runs the cheapest until the next probe, ``reprobe_every`` steps later. Dense wins ties
+candidate exchange for ``probe_steps`` steps and takes each one's median step time on every rank,
+leaving out the first step after a switch (it pays for the switch: Horovod renegotiates the
+tensors whose shapes changed). The ranks agree on those times through one allgather (every rank
+gets the same numbers, so every rank chooses alike), and the cheapest runs until the next probe,
+``reprobe_every`` steps later. Dense wins ties
 within ``margin``, so a compressed step is chosen only where it is measurably faster.
 
 A step's time is the time from its first gradient's ``compress()`` to the next step's: the whole
@@ -68,7 +68,7 @@ class ExchangePolicy:
 
     Example:
         >>> policy = ExchangePolicy(("allgather", "dense"), 50, compression.exchange.gather_bytes)
-        >>> mode = policy.mode_for("fc.weight")   # in compress(): this step's exchange
+        >>> mode = policy.mode_for("fc.weight", hvd.size())   # in compress(): this step's exchange
     """
 
     default_probe_steps = 6

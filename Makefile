@@ -23,7 +23,7 @@ test: setup
 
 check: setup
 	$(PYTHON) -m ruff check $(LINTED)
-	$(PYTHON) -m pytest -q tests/unit tests/test_parallel_torch.py tests/test_parallel_tensorflow.py -k "not mpi"
+	$(PYTHON) -m pytest -q tests/unit tests/device tests/test_parallel_torch.py tests/test_parallel_tensorflow.py -k "not mpi"
 
 lint: setup
 	$(PYTHON) -m ruff check $(LINTED)

@@ -24,6 +24,7 @@ TORCH_INDEX_URL=${DISTQ_TORCH_INDEX_URL:-}
 TENSORFLOW_VERSION=${DISTQ_TENSORFLOW_VERSION:-2.21.0}
 TENSORFLOW_PACKAGE=${DISTQ_TENSORFLOW_PACKAGE:-tensorflow-cpu}
 HOROVOD_VERSION=${DISTQ_HOROVOD_VERSION:-0.28.1}
+CCCL_VERSION=13.0.85  # CUDA 13.0's, the nvcc on these machines
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/horovod-distq
 WHEELS=$CACHE/wheels
 
@@ -81,6 +82,13 @@ install_python_packages() {
   if ! "$PY" -c "import tensorflow as tf, sys; sys.exit(tf.__version__ != '$TENSORFLOW_VERSION')" 2>/dev/null; then
     log "installing $TENSORFLOW_PACKAGE $TENSORFLOW_VERSION"
     "$PY" -m pip install -q "$TENSORFLOW_PACKAGE==$TENSORFLOW_VERSION"
+  fi
+  # The device code's OpenMP test build (tests/device) compiles against CCCL's headers (Thrust,
+  # CUB): the CUDA toolkit's where one is installed, else NVIDIA's wheel of them, in the venv.
+  if [ ! -f "${CUDA_HOME:-/usr/local/cuda}/include/cccl/thrust/version.h" ] \
+    && ! ls "$VENV"/lib/python3*/site-packages/nvidia/cu13/include/cccl/thrust/version.h >/dev/null 2>&1; then
+    log "installing CCCL's headers (nvidia-cuda-cccl)"
+    "$PY" -m pip install -q "nvidia-cuda-cccl==$CCCL_VERSION"
   fi
   local stamp=$VENV/.requirements-dev.sha256
   local wanted

@@ -10,18 +10,6 @@
 
 namespace distq {
 
-Moments& Moments::operator+=(const Moments& other) {
-  count += other.count;
-  sum += other.sum;
-  sum2 += other.sum2;
-  sum3 += other.sum3;
-  sum4 += other.sum4;
-  sum_abs += other.sum_abs;
-  sum_log += other.sum_log;
-  nonzero += other.nonzero;
-  return *this;
-}
-
 namespace {
 
 // Each sum is accumulated in two vector registers of the compute type (independent chains hide

@@ -41,7 +41,17 @@ struct Moments {
     const double m4 = sum4 / count;
     return fmax(m4 - 4.0 * m1 * m3 + 6.0 * m1 * m1 * m2 - 3.0 * m1 * m1 * m1 * m1, 0.0);
   }
-  Moments& operator+=(const Moments& other);
+  DISTQ_HOST_DEVICE Moments& operator+=(const Moments& other) {
+    count += other.count;
+    sum += other.sum;
+    sum2 += other.sum2;
+    sum3 += other.sum3;
+    sum4 += other.sum4;
+    sum_abs += other.sum_abs;
+    sum_log += other.sum_log;
+    nonzero += other.nonzero;
+    return *this;
+  }
 };
 
 Moments compute_moments(const void* x, int64_t n, DType dtype, double shift, MomentSet set);

@@ -7,8 +7,6 @@
 
 namespace distq {
 
-namespace {
-
 void validate(const FitSettings& params) {
   if (!(params.ratio > 0.0 && params.ratio <= 1.0)) {
     throw std::invalid_argument("distq: ratio must be in (0, 1], got " + std::to_string(params.ratio));
@@ -25,13 +23,7 @@ void validate(const FitSettings& params) {
   }
 }
 
-// Rounds to the type the selection compares in, so the reported values are the ones used.
-double to_compute_type(double value, DType dtype) {
-  return dtype == DType::kFloat64 ? value : static_cast<double>(static_cast<float>(value));
-}
-
-// Stage 1 keeps at most this many times the target, so later stages read few entries.
-constexpr double kFirstStageOverTarget = 8.0;
+namespace {
 
 // Laplace and Cauchy fits read a sample of their data in order; the other families only its sums.
 bool fitted_from_sums(Family family) { return family != Family::kLaplace && family != Family::kCauchy; }
@@ -72,23 +64,23 @@ TailStatistics tail_statistics(const Selection& selection, Family family, const 
 // those (at most 8x the target).
 Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const FitSettings& params) {
   validate(params);
+  const bool in_double = dtype == DType::kFloat64;
+  const FirstStageRatios first = first_stage_ratios(params.ratio, params.stages);
   FitSettings stage = params;
-  stage.ratio = std::min(std::pow(params.ratio, 1.0 / static_cast<double>(params.stages)),
-                         kFirstStageOverTarget * params.ratio);
+  stage.ratio = first.fit;
   Fit fitted = fit(x, n, dtype, body_family(family), stage);
-  fitted.center = to_compute_type(fitted.center, dtype);
-  fitted.threshold = to_compute_type(fitted.threshold, dtype);
-  Selection selection(x, n, dtype, fitted.center, fitted.threshold, stage.ratio);
+  fitted.center = to_compute_type(fitted.center, in_double);
+  fitted.threshold = to_compute_type(fitted.threshold, in_double);
+  Selection selection(x, n, dtype, fitted.center, fitted.threshold, first.fit);
   const double target = params.ratio * static_cast<double>(n);
-  const double widest = std::pow(params.ratio, 1.0 / static_cast<double>(params.stages));
-  if (params.stages > 1 && selection.size() < target && stage.ratio < widest) {
-    fitted.threshold = to_compute_type(threshold_at(fitted, body_family(family), widest), dtype);
-    selection = Selection(x, n, dtype, fitted.center, fitted.threshold, widest);
+  if (params.stages > 1 && selection.size() < target && first.fit < first.widest) {
+    fitted.threshold = to_compute_type(threshold_at(fitted, body_family(family), first.widest), in_double);
+    selection = Selection(x, n, dtype, fitted.center, fitted.threshold, first.widest);
   }
-  stage.center_at_zero = true;
   // The later stages read only what stage 1 kept (indices and elements, already out of the tensor):
   // each fits the excesses of the entries still kept and raises the threshold; one compaction at
   // the end drops the entries below the final threshold.
+  stage.center_at_zero = true;
   const double first_threshold = fitted.threshold;
   const Family later = tail_family(family);
   TailStatistics tail;
@@ -96,12 +88,8 @@ Sparsified sparsify(const void* x, int64_t n, DType dtype, Family family, const 
     tail = tail_statistics(selection, later, stage, fitted.center, fitted.threshold);
   }
   for (int64_t left = params.stages - 1; left > 0 && static_cast<double>(tail.kept) > target; --left) {
-    stage.ratio = std::pow(target / static_cast<double>(tail.kept), 1.0 / static_cast<double>(left));
-    const Fit fitted_tail = fit_from_statistics(later, tail.statistics, stage);
-    if (!(fitted_tail.threshold > 0)) break;  // a degenerate tail: keep what the last stage selected
-    fitted.threshold = to_compute_type(fitted.threshold + fitted_tail.threshold, dtype);
-    fitted.scale = fitted_tail.scale;
-    fitted.shape = fitted_tail.shape;
+    // A degenerate tail: keep what the last stage selected.
+    if (!raise_threshold(fitted, later, tail.statistics, tail.kept, target, left, stage, in_double)) break;
     if (left > 1) tail = tail_statistics(selection, later, stage, fitted.center, fitted.threshold);
   }
   if (fitted.threshold != first_threshold) selection.retain(fitted.center, fitted.threshold);

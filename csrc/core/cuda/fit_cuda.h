@@ -1,19 +1,18 @@
-// The fit of csrc/core/fit.h on the device: fit_from_statistics over statistics the device
-// computed (moments.cu, and a sorted strided sample for the families that need order), the ratio
-// read from device memory (the closed loop's), the result left there for select(). Compiled by
-// nvcc (scripts/check_cuda.sh in CI); not yet bound to a framework or run on a GPU.
+// The statistics pass of csrc/core/fit.h on the device: the same strided samples and sums,
+// left in device memory for the fit that follows (fit_from_statistics is host/device code).
 #pragma once
 
-#include <cuda_runtime.h>
+#include <cstdint>
 
+#include "../dtype.h"
 #include "../family.h"
 #include "../fit.h"
+#include "device.h"
 
 namespace distq::cuda {
 
-// *fit = fit_from_statistics(family, *statistics, params) with params.ratio = *ratio when ratio is
-// not null; center_threshold = {fit->center, fit->threshold}. Device pointers, one thread's work.
-cudaError_t fit(Family family, const Statistics* statistics, const FitSettings& params, const double* ratio,
-                Fit* fit, double* center_threshold, cudaStream_t stream);
+// Writes what measure_statistics (fit.h) measures on x[0..n) to *statistics (device memory).
+void measure_statistics(const Device& device, const void* x, int64_t n, DType dtype, Family family,
+                        const FitSettings& params, Statistics* statistics);
 
 }  // namespace distq::cuda

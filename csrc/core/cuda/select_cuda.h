@@ -1,28 +1,49 @@
-// The selection of csrc/core/select.h as a device stream compaction: the flattened indices of the
-// entries beyond the threshold, in index order, and their values. Raw pointers and a stream, no
-// framework header; the count stays in device memory. Compiled by nvcc (scripts/check_cuda.sh in
-// CI); not yet bound to a framework or run on a GPU.
+// The selection of csrc/core/select.h on the device: one pass that writes the indices and the
+// elements of the entries beyond a threshold, and the passes of the later peaks-over-threshold
+// stages over what it kept. Thresholds, conditions and counts are device memory: a selection
+// whose threshold a device fit chose runs without the host reading anything.
 #pragma once
 
-#include <cuda_runtime.h>
-
-#include <cstddef>
 #include <cstdint>
 
 #include "../dtype.h"
+#include "../moments.h"
+#include "device.h"
 
 namespace distq::cuda {
 
-// Writes to indices[0..*count) the i with x[i] != 0 and !(|x[i] - center| < threshold), compared
-// in the compute type as on the host, where center_threshold = {center, threshold} is device
-// memory (a fit computed on the device). indices must hold n entries; *count is device memory.
-// Call once with temp == nullptr to get *temp_bytes, as CUB's device algorithms do.
-cudaError_t select(const void* x, int64_t n, DType dtype, const double* center_threshold, int64_t* indices,
-                   int64_t* count, void* temp, size_t* temp_bytes, cudaStream_t stream);
+// Entries in index order: indices (int64 when wide_indices, else int32) and elements in the
+// tensor's dtype, `capacity` of each, and their number in *count (device memory). A count above
+// capacity means the entries past capacity were not written: the caller runs it again with room
+// for *count.
+struct Entries {
+  void* indices = nullptr;
+  void* values = nullptr;
+  bool wide_indices = false;
+  int64_t capacity = 0;
+  int64_t* count = nullptr;
+};
 
-// values[j] = x[indices[j]] for j < *count, bit for bit in the tensor's dtype; launched over
-// `capacity` entries so the count is never read on the host.
-cudaError_t gather_values(const void* x, DType dtype, const int64_t* indices, const int64_t* count, int64_t capacity,
-                          void* values, cudaStream_t stream);
+// Writes the entries x[i] with x[i] != 0 and !(|x[i] - center| < threshold), compared in the
+// compute type as Selection does, center_threshold = {center, threshold} (device memory). With a
+// condition (device memory), only where *condition holds; otherwise nothing, and a count of 0
+// (x is then not read).
+void select_beyond(const Device& device, const void* x, int64_t n, DType dtype, const double* center_threshold,
+                   const bool* condition, const Entries& out);
+
+// Selection::tail_moments over `entries` (of at most entries.capacity, *entries.count of them):
+// the sums of the excesses |x - center| - threshold of the entries still kept at center_threshold,
+// and how many they are.
+void excess_moments(const Device& device, const Entries& entries, DType dtype, const double* center_threshold,
+                    MomentSet set, ExcessMoments* out);
+
+// What measure_statistics gives a folded Cauchy fit of Selection::tail's excesses: the median of
+// their strided sample of sample_size, written to *median.
+void excess_median(const Device& device, const Entries& entries, DType dtype, const double* center_threshold,
+                   int64_t sample_size, double* median);
+
+// Selection::retain: the entries still kept at center_threshold, from `entries` to `out`.
+void retain(const Device& device, const Entries& entries, DType dtype, const double* center_threshold,
+            const Entries& out);
 
 }  // namespace distq::cuda

@@ -3,8 +3,10 @@
 The one C++ core (``csrc/core``) is linked into two libraries, each with its framework's thin
 bindings: the torch extension ``horovod_distq._torch_ops`` (``csrc/torch``) and the TensorFlow op
 library ``horovod_distq._tensorflow_ops`` (``csrc/tensorflow``), compiled with TensorFlow's own
-compile and link flags. Each is built only when its framework is importable, and against the one
-installed (pip's ``--no-build-isolation``: no isolated build environment downloads another). The
+compile and link flags. The torch extension adds the device code (``csrc/core/cuda``) and its
+CUDA kernels (``csrc/torch/*.cu``) where torch is a CUDA build and nvcc is found. Each is built
+only when its framework is importable, and against the one installed (pip's
+``--no-build-isolation``: no isolated build environment downloads another). The
 framework version each library was built against is written beside it (``<library>.build.json``,
 in the build's own output: an editable build's package folder, else the wheel's) so that a later
 mismatch fails with a readable message instead of an undefined symbol, and building for one
@@ -12,6 +14,8 @@ environment never changes what another environment's build recorded.
 """
 
 import json
+import os
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, find_packages, setup
@@ -20,10 +24,21 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).parent
 # -Wno-psabi: the 32-byte vector helpers are always inlined, so the AVX argument-passing ABI note is moot.
 CXX_FLAGS = ["-O3", "-std=c++17", "-fopenmp", "-Wall", "-Wextra", "-Wno-psabi"]
+# torch's headers need C++20 from torch 2.14 on (C++17 before); the core is written to C++17.
+TORCH_CXX_FLAGS = [flag for flag in CXX_FLAGS if not flag.startswith("-std=")] + ["-std=c++20"]
 
 
-def sources(folder: str) -> list[str]:
-    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / folder).glob("*.cpp"))
+def sources(folder: str, suffix: str = "cpp") -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / folder).glob(f"*.{suffix}"))
+
+
+def builds_cuda(torch_module: object, cuda_home: str | None) -> bool:
+    """Whether to compile the torch extension's CUDA kernels: a CUDA build of torch and nvcc beside
+    it (torch finds the toolkit by ``CUDA_HOME``, else by where ``nvcc`` is), unless
+    ``DISTQ_WITHOUT_CUDA=1``."""
+    if os.environ.get("DISTQ_WITHOUT_CUDA") == "1" or not torch_module.version.cuda or not cuda_home:
+        return False
+    return (Path(cuda_home) / "bin" / "nvcc").is_file()
 
 
 def recording_build_info(base: type) -> type:
@@ -55,20 +70,37 @@ def recording_build_info(base: type) -> type:
     return BuildExtRecordingFrameworks
 
 
+def cuda_library_headers(cuda_version: str) -> list[str]:
+    """The headers of the CUDA libraries torch's own headers include (cuBLAS, cuSPARSE, ...) where
+    they come from NVIDIA's wheels beside a CUDA build of torch rather than from the toolkit."""
+    folder = Path(sysconfig.get_paths()["purelib"]) / "nvidia" / f"cu{cuda_version.split('.')[0]}" / "include"
+    return [str(folder)] if folder.is_dir() else []
+
+
 def torch_extension() -> tuple[list, type | None]:
     """The torch custom-op library and torch's ``build_ext``, or nothing when torch is not installed."""
     try:
         import torch
-        from torch.utils.cpp_extension import BuildExtension, CppExtension
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError:
         return [], None
-    extension = CppExtension(
-        "horovod_distq._torch_ops",
-        sources("core") + sources("torch"),
-        extra_compile_args={"cxx": CXX_FLAGS},
-        extra_link_args=["-fopenmp"],
-    )
-    extension.built_against = {"torch": torch.__version__}
+    host_sources = sources("core") + sources("torch")
+    if builds_cuda(torch, CUDA_HOME):
+        # The device code and its torch kernels; TORCH_CUDA_ARCH_LIST picks the GPUs (torch's default otherwise).
+        extension = CUDAExtension(
+            "horovod_distq._torch_ops",
+            host_sources + sources("core/cuda", "cu") + sources("torch", "cu"),
+            include_dirs=cuda_library_headers(torch.version.cuda),
+            extra_compile_args={"cxx": TORCH_CXX_FLAGS, "nvcc": ["-O3", "-std=c++20"]},
+            extra_link_args=["-fopenmp"],
+        )
+        extension.built_against = {"torch": torch.__version__, "cuda": torch.version.cuda}
+    else:
+        extension = CppExtension(
+            "horovod_distq._torch_ops", host_sources, extra_compile_args={"cxx": TORCH_CXX_FLAGS},
+            extra_link_args=["-fopenmp"],
+        )
+        extension.built_against = {"torch": torch.__version__}
     return [extension], BuildExtension.with_options(no_python_abi_suffix=False)
 
 

@@ -10,9 +10,11 @@ the end of the class), as Horovod's ``common/basics.py`` is one class each frame
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from horovod_distq.config import DistQConfig
@@ -179,16 +181,52 @@ class NamesRole(Protocol):
         """The gradient's name, or None when it cannot be told."""
 
 
-class QueuedTensor(NamedTuple):
+class QueuedTensor:
     """One compressed gradient's pairs as this rank sends them, and their layout.
 
-    Attributes:
+    A selection whose count is still on the device (a GPU's) is queued pending: its pairs are made
+    once the exchange has read the step's pending counts together (:meth:`resolve`), so that the
+    compress path reads the device once per step rather than once per gradient.
+
+    Args:
         layout: what every receiver needs to parse the pairs.
-        pairs: the frontend's encoded pairs (indices, values, scales, decoded).
+        pairs: the frontend's encoded pairs (indices, values, scales, decoded); None when pending.
+        count: a pending selection's count, in the frontend's device memory.
+        finish: makes a pending selection's pairs from its count, as read on the host.
     """
 
-    layout: TensorLayout
-    pairs: Any
+    __slots__ = ("_finish", "_pairs", "count", "layout")
+
+    def __init__(self, layout: TensorLayout, pairs: Any = None, *, count: Any = None,
+                 finish: Callable[[int], Any] | None = None) -> None:
+        if (pairs is None) == (finish is None):
+            raise ValueError("a queued tensor has its pairs, or a count and a way to finish them")
+        self.layout = layout
+        self._pairs = pairs
+        self.count = count
+        self._finish = finish
+
+    @property
+    def pending(self) -> bool:
+        """Whether the pairs wait for their count to be read (:meth:`resolve`)."""
+        return self._pairs is None
+
+    @property
+    def pairs(self) -> Any:
+        """The encoded pairs.
+
+        Raises:
+            RuntimeError: the tensor is still pending.
+        """
+        if self._pairs is None:
+            raise RuntimeError(f"DistQ: the pairs of {self.layout.name!r} were read before their count")
+        return self._pairs
+
+    def resolve(self, selected: int) -> None:
+        """Makes a pending tensor's pairs, given its count as read on the host."""
+        self._pairs = self._finish(selected)
+        self._finish = None
+        self.count = None
 
 
 class SparseContext(NamedTuple):
@@ -454,16 +492,13 @@ class DistQCompressor(ABC):
             # factor and is told the target was the target times that factor.
             factor = self.schedule.factor(name)
             ratio, target = self.schedule.capped(ratio * factor), target * factor
-        selection = self.select(accumulated, ratio)
-        selected = self._count(selection.indices)
-        if self.config.closed_loop:
-            self.controller.update(name, selected, layout.numel, target)
-        pairs = self._encode(self.config.value_encoding, selection.indices, selection.values, tensor.dtype)
-        if self.config.error_feedback:
-            self.memory.keep_unsent(name, selection.indices, selection.values, pairs.decoded)
-        self._selections[name] = (layout, self._record_selection(name, selected, selection.threshold))
+        selection, count = self._select_queued(accumulated, ratio)
+        finish = functools.partial(self._finish_selection, name, layout, selection, target, tensor.dtype)
+        if count is None:
+            queued = QueuedTensor(layout, finish(self._count(selection.indices)))
+        else:
+            queued = QueuedTensor(layout, count=count, finish=finish)
         self._dense_stats.pop(name, None)
-        queued = QueuedTensor(layout, pairs)
         self._use_exchange(exchange)
         self.exchange.submit(queued)
         return self._placeholder(tensor), SparseContext(queued, tensor.shape, tensor.dtype, self._op_name(tensor))
@@ -487,6 +522,35 @@ class DistQCompressor(ABC):
             sample_size=self.config.sample_size,
             **self.config.family_params,
         )
+
+    def _select_queued(self, tensor: Any, ratio: Any) -> tuple[Any, Any]:
+        """What compress() selects: ``(selection, None)`` where the count is known on the host now,
+        or a frontend's pending selection and its count in device memory, which the exchange reads
+        with the step's other counts. A frontend with device selections overrides it."""
+        return self.select(tensor, ratio), None
+
+    def _finish_selection(
+        self, name: str, layout: TensorLayout, selection: Any, target: Any, dtype: Any, selected: Any
+    ) -> Any:
+        """What needs a selection's count: the closed loop's step, the encoded pairs, error feedback
+        and the stats record. At once in compress(), or for a pending selection once its count is
+        read (before the exchange packs its pairs, and so before the next step reads its residual).
+
+        Returns:
+            The encoded pairs.
+        """
+        selection = self._resolved(selection, selected)
+        if self.config.closed_loop:
+            self.controller.update(name, selected, layout.numel, target)
+        pairs = self._encode(self.config.value_encoding, selection.indices, selection.values, dtype)
+        if self.config.error_feedback:
+            self.memory.keep_unsent(name, selection.indices, selection.values, pairs.decoded)
+        self._selections[name] = (layout, self._record_selection(name, selected, selection.threshold))
+        return pairs
+
+    def _resolved(self, selection: Any, selected: Any) -> SparseSelection:
+        """The :class:`SparseSelection` of what :meth:`_select_queued` returned, given its count."""
+        return selection
 
     def decompress(self, tensor: Any, ctx: SparseContext | None) -> Any:
         """Receives every rank's pairs of a sparse gradient and returns the reduced gradient.

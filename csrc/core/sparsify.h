@@ -46,6 +46,14 @@ DISTQ_HOST_DEVICE inline FirstStageRatios first_stage_ratios(double ratio, int64
   return {fmin(widest, kFirstStageOverTarget * ratio), widest};
 }
 
+// Room a selection whose count is still unknown is given (a device selection, whose count stays
+// on the device): twice what stage 1 fits at, which the closed loop keeps near what it keeps, plus
+// 1024, at most every entry. One that keeps more reports its count and is run again with room for it.
+DISTQ_HOST_DEVICE inline int64_t selection_capacity(int64_t n, double ratio, int64_t stages) {
+  const double room = 1024.0 + 2.0 * first_stage_ratios(ratio, stages).fit * static_cast<double>(n);
+  return room < static_cast<double>(n) ? static_cast<int64_t>(room) : (n > 0 ? n : 0);
+}
+
 // One later stage: fits `later`, folded at 0, to `tail` (the statistics of the excesses of the
 // `kept` entries still selected), at the ratio that takes them to `target` in the `left` stages
 // left, and raises fitted's threshold by that quantile. False, fitted unchanged, for a degenerate tail.

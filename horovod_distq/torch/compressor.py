@@ -13,12 +13,13 @@ from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.exchange_policy import ALLGATHER, DENSE, TWO_PHASE
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.local_adam import LocalAdam
+from horovod_distq.selection import SparseSelection
 from horovod_distq.torch.control import RatioController
 from horovod_distq.torch.encoding import dtype_name, encode
 from horovod_distq.torch.error_feedback import ErrorFeedback, residual_dtype
 from horovod_distq.torch.exchange import AllgatherExchange, RoundStats
 from horovod_distq.torch.naming import ParameterNames
-from horovod_distq.torch.ops import sparsify
+from horovod_distq.torch.ops import PendingSelection, defers_count, sparsify, sparsify_pending
 from horovod_distq.torch.two_phase_exchange import TwoPhaseExchange
 from horovod_distq.torch.warmup import WarmupCounter
 from horovod_distq.warmup import Warmup
@@ -43,6 +44,17 @@ class TorchCompressor(DistQCompressor):
             schedule=WarmupCounter(config.warmup_factors),
             exchange=exchange,
         )
+
+    def _select_queued(self, tensor: torch.Tensor, ratio: float) -> tuple[Any, torch.Tensor | None]:
+        # A subclass that selects otherwise (its own select()) has its count read at once.
+        if not defers_count(tensor) or type(self).select is not TorchCompressor.select:
+            return self.select(tensor, ratio), None
+        pending = sparsify_pending(tensor, ratio, self.config.distribution, stages=self.config.fit_stages,
+                                   sample_size=self.config.sample_size, **self.config.family_params)
+        return pending, pending.count
+
+    def _resolved(self, selection: Any, selected: int) -> SparseSelection:
+        return selection.resolve(selected) if isinstance(selection, PendingSelection) else selection
 
     def _is_parameter(self, tensor: torch.Tensor) -> bool:
         return tensor.requires_grad

@@ -1,7 +1,8 @@
 """One grouped allgather per step for the pairs of every compressed tensor.
 
-``compress()`` only queues a tensor's encoded pairs. The first ``decompress()`` of the step (Horovod
-calls them after every ``compress()`` of the step) packs the queue into this rank's header and
+``compress()`` only queues a tensor's encoded pairs (on a GPU, its selection, whose count is still on
+the device). The first ``decompress()`` of the step (Horovod calls them after every ``compress()`` of
+the step) reads the step's counts in one copy, packs the queue into this rank's header and
 payload (format and checks: :mod:`horovod_distq.wire`), gathers both in one Horovod grouped
 allgather, so the number of collective calls per step does not grow with the number of layers, and
 parses every rank's pairs with :func:`parse_round`, which fails on every rank alike when any rank's
@@ -21,6 +22,7 @@ import torch
 
 from horovod_distq import wire
 from horovod_distq.compressor import EncodedPairs, QueuedTensor, SparseContext
+from horovod_distq.torch import ops
 from horovod_distq.torch.encoding import decode
 
 
@@ -72,11 +74,20 @@ class RoundQueue:
         self._pending.clear()
         self._results.clear()
 
-    def _take_round(self) -> PackedRound:
-        """Empties the queue into one round: its tensors in name order, this rank's header and payload."""
+    def _take_queued(self) -> tuple[list[str], list[QueuedTensor]]:
+        """Empties the queue: its tensors' names in name order and their pairs, the pending ones'
+        counts read in one copy (:func:`horovod_distq.torch.ops.read_counts`)."""
         names = sorted(self._pending)
         queued = [self._pending[n] for n in names]
         self._pending = {}
+        pending = [q for q in queued if q.pending]
+        for q, selected in zip(pending, ops.read_counts([q.count for q in pending])):
+            q.resolve(selected)
+        return names, queued
+
+    def _take_round(self) -> PackedRound:
+        """Empties the queue into one round: its tensors in name order, this rank's header and payload."""
+        names, queued = self._take_queued()
         layout = wire.RoundLayout(tuple(q.layout for q in queued))
         return PackedRound(names, layout, *pack_round(layout, [q.pairs for q in queued]))
 

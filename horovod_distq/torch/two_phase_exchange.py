@@ -75,9 +75,7 @@ class TwoPhaseExchange(AllgatherExchange):
         if not self.two_phase:
             super()._flush()
             return
-        names = sorted(self._pending)
-        queued = [self._pending[name] for name in names]
-        self._pending = {}
+        names, queued = self._take_queued()
         ranks = self.process_set.size()
         shares_layout = wire.RoundLayout(tuple(q.layout for q in queued))
         shares_out, splits = _split_by_owner(shares_layout, [q.pairs for q in queued], ranks)

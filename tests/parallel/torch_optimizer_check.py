@@ -20,7 +20,7 @@ import torch
 
 from horovod_distq import LocalAdam
 from horovod_distq.exchange_policy import SETTLE_STEPS, ExchangePolicy
-from horovod_distq.torch import DistQ, move_adam
+from horovod_distq.torch import DistQ, move_adam, ops
 from tests.parallel.common import assert_identical_on_every_rank, same_run
 from tests.reference import LocalAdamReference, MomentumCorrection
 from tests.torch_reference import selected_part
@@ -400,6 +400,50 @@ def test_sparse_embedding_gradients_sent_as_dense_are_named() -> None:
         train_step(model, optimizer, torch.randint(0, 1000, (16,)))
     assert set(compression.stats) == {"weight"} and not compression.stats["weight"].dense
     assert compression.memory.residual("weight").shape == (1000, 8)
+
+
+def trained_state(exchange: str, steps: int) -> tuple[list[torch.Tensor], dict]:
+    """Parameters and DistQ state after ``steps`` steps of a fresh run."""
+    model = make_model()
+    compression = DistQ(ratio=RATIO, warmup=None, exchange=exchange)
+    optimizer = hvd.DistributedOptimizer(
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), named_parameters=model.named_parameters(),
+        compression=compression,
+    )
+    train(model, optimizer, range(steps))
+    return [p.detach().clone() for p in model.parameters()], compression.state_dict()
+
+
+@pytest.mark.parametrize("exchange", ["sparse", "two_phase"])
+def test_the_device_path_reads_a_steps_counts_at_once(exchange: str) -> None:
+    """The GPU's path, run on the CPU: each selection's count stays where the kernel left it until
+    the exchange reads every count of the step in one copy (one read per step, not per gradient),
+    and training ends bit for bit where the path that reads each count at once ends."""
+    steps = 5
+    expected_parameters, expected_state = trained_state(exchange, steps)
+    reads: list[int] = []
+    read_counts = ops.read_counts
+
+    def counting(counts):
+        reads.append(len(counts))
+        return read_counts(counts)
+
+    ops.DEFERRED_COUNT_DEVICES.add("cpu")
+    ops.read_counts = counting
+    try:
+        parameters, state = trained_state(exchange, steps)
+    finally:
+        ops.read_counts = read_counts
+        ops.DEFERRED_COUNT_DEVICES.discard("cpu")
+    assert reads == [2] * steps, reads  # both compressed gradients' counts in one read a step
+    for actual, expected in zip(parameters, expected_parameters):
+        assert torch.equal(actual, expected)
+    residuals = state["error_feedback"]["residuals"]
+    assert residuals.keys() == expected_state["error_feedback"]["residuals"].keys()
+    for name, residual in residuals.items():
+        assert torch.equal(residual, expected_state["error_feedback"]["residuals"][name]), name
+    for name, loop in state["closed_loop"]["loops"].items():
+        assert torch.equal(loop, expected_state["closed_loop"]["loops"][name]), name
 
 
 def distq_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, DistQ]:

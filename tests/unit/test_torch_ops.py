@@ -144,3 +144,41 @@ def test_compiles_with_the_ops(dynamic: bool) -> None:
             x = gradient_like((n,), torch.float32, seed=seed)
             # A fresh loop state holds NaN by design ("no step recorded yet").
             torch.testing.assert_close(compiled(x, state), step(x, state), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize(("x", "ratio", "distribution", "dof", "sample_size", "stages"), SPARSIFY_CASES)
+@pytest.mark.parametrize("capacity", [-1, 3])
+def test_sparsify_padded_opcheck(x, ratio, distribution, dof, sample_size, stages, capacity) -> None:
+    torch.library.opcheck(
+        torch.ops.distq.sparsify_padded.default, (x, ratio, distribution, dof, sample_size, stages, capacity),
+        test_utils=OPCHECK_UTILS,
+    )
+
+
+@pytest.mark.parametrize(("x", "ratio", "distribution", "dof", "sample_size", "stages"), SPARSIFY_CASES)
+def test_a_pending_selection_resolves_to_the_exact_one(x, ratio, distribution, dof, sample_size, stages) -> None:
+    """sparsify_pending's room holds the exact selection's entries, its count on the tensor's
+    device; resolved with that count (given too little room, by running it again) it is the
+    selection sparsify returns, bit for bit."""
+    from horovod_distq.torch import ops
+
+    family = {"dof": dof} if distribution == "student_t" else {}
+    exact = ops.sparsify(x, ratio, distribution, stages=stages, sample_size=sample_size, **family)
+    for capacity in (-1, 1):
+        pending = ops.sparsify_pending(x, ratio, distribution, stages=stages, sample_size=sample_size,
+                                       capacity=capacity, **family)
+        assert pending.count.dtype == torch.int64 and pending.count.dim() == 0
+        (selected,) = ops.read_counts([pending.count])
+        assert selected == exact.indices.numel()
+        resolved = pending.resolve(selected)
+        for got, expected in zip(resolved, exact):
+            assert got.dtype == expected.dtype and torch.equal(got.view(-1).view(torch.uint8),
+                                                                expected.view(-1).view(torch.uint8))
+
+
+def test_the_default_room_follows_the_first_stage() -> None:
+    # csrc/core/sparsify.h selection_capacity: 1024 + 2 x what stage 1 fits at, at most every entry.
+    x = gradient_like((100_000,), torch.float32)
+    assert torch.ops.distq.sparsify_padded(x, 0.01, "normal", 0.0, 4096, 1, -1)[0].numel() == 1024 + 2000
+    assert torch.ops.distq.sparsify_padded(x, 0.001, "auto", 0.0, 4096, 3, -1)[0].numel() == 1024 + 1600
+    assert torch.ops.distq.sparsify_padded(x[:500], 0.01, "normal", 0.0, 4096, 1, -1)[0].numel() == 500

@@ -13,7 +13,13 @@
 # Environment (defaults: what `make setup` installs): DISTQ_VENV, DISTQ_TORCH_VERSION,
 # DISTQ_TORCH_INDEX_URL (an extra pip index for torch, e.g. PyTorch's CPU or CUDA wheels),
 # DISTQ_TENSORFLOW_VERSION, DISTQ_TENSORFLOW_PACKAGE (tensorflow-cpu, or tensorflow for GPUs),
-# DISTQ_HOROVOD_VERSION; HOROVOD_GPU_OPERATIONS=NCCL builds Horovod for GPUs.
+# DISTQ_HOROVOD_VERSION, DISTQ_FRAMEWORKS ("torch tensorflow", or one of them).
+# GPU variant: HOROVOD_GPU_OPERATIONS=NCCL builds Horovod with NCCL, from the CUDA toolkit's nvcc
+# (HOROVOD_CUDA_HOME, else the one on the PATH) and the NCCL of NVIDIA's wheel beside a CUDA build
+# of torch (HOROVOD_NCCL_HOME to use another), for HOROVOD_BUILD_CUDA_CC_LIST (default 90: H100,
+# H200); for example, torch only:
+#   DISTQ_VENV=.venv-gpu DISTQ_TORCH_VERSION=2.14.1 DISTQ_FRAMEWORKS=torch HOROVOD_GPU_OPERATIONS=NCCL \
+#     scripts/setup.sh venv python horovod
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,10 +31,14 @@ TENSORFLOW_VERSION=${DISTQ_TENSORFLOW_VERSION:-2.21.0}
 TENSORFLOW_PACKAGE=${DISTQ_TENSORFLOW_PACKAGE:-tensorflow-cpu}
 HOROVOD_VERSION=${DISTQ_HOROVOD_VERSION:-0.28.1}
 CCCL_VERSION=13.0.85  # CUDA 13.0's, the nvcc on these machines
+FRAMEWORKS=${DISTQ_FRAMEWORKS:-torch tensorflow}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/horovod-distq
 WHEELS=$CACHE/wheels
 
 log() { printf '[setup] %s\n' "$*"; }
+uses() { [[ " $FRAMEWORKS " == *" $1 "* ]]; }
+# The Python modules the chosen frameworks' Horovod (horovod.X) and this package (horovod_distq.X) provide.
+modules() { local m=(); uses torch && m+=("$1.torch"); uses tensorflow && m+=("$1.tensorflow"); local IFS=,; echo "${m[*]}"; }
 
 install_debian_packages() {
   local missing=()
@@ -79,7 +89,7 @@ install_python_packages() {
     fi
     "$PY" -m pip install -q "${local_wheels[@]}" "torch==$TORCH_VERSION"
   fi
-  if ! "$PY" -c "import tensorflow as tf, sys; sys.exit(tf.__version__ != '$TENSORFLOW_VERSION')" 2>/dev/null; then
+  if uses tensorflow && ! "$PY" -c "import tensorflow as tf, sys; sys.exit(tf.__version__ != '$TENSORFLOW_VERSION')" 2>/dev/null; then
     log "installing $TENSORFLOW_PACKAGE $TENSORFLOW_VERSION"
     "$PY" -m pip install -q "$TENSORFLOW_PACKAGE==$TENSORFLOW_VERSION"
   fi
@@ -102,7 +112,8 @@ install_python_packages() {
 build_horovod_wheel() {
   local key
   # Horovod's framework libraries are tied to the exact framework builds they compiled against.
-  key=$("$PY" -c "import torch, tensorflow as tf; print(f'torch{torch.__version__}-tf{tf.__version__}'.replace('+', '_'))" 2>/dev/null)
+  uses torch && key+=torch$("$PY" -c "import torch; print(torch.__version__.replace('+', '_'))")
+  uses tensorflow && key+=${key:+-}tf$("$PY" -c "import tensorflow as tf; print(tf.__version__)" 2>/dev/null)
   key+=${HOROVOD_GPU_OPERATIONS:+-gpu$HOROVOD_GPU_OPERATIONS}
   local wheel_dir=$WHEELS/horovod-$HOROVOD_VERSION-$key
   if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
@@ -118,20 +129,46 @@ build_horovod_wheel() {
     # TF 2.20+ headers lack highwayhash, which the XLA MPI ops include; this project does not use
     # them (opt-in at run time with HOROVOD_ENABLE_XLA_OPS), on CPUs or GPUs.
     sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"
+    # torch 2.14's headers need C++20.
+    if "$PY" -c "import torch, sys; sys.exit(tuple(map(int, torch.__version__.split('.')[:2])) < (2, 14))" 2>/dev/null; then
+      sed -i 's/set(CMAKE_CXX_STANDARD 17)/set(CMAKE_CXX_STANDARD 20)/' "$src/horovod/torch/CMakeLists.txt"
+    fi
     mkdir -p "$wheel_dir"
     (
       cd "$src"
-      export CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS="-j$(nproc)" \
-        HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
+      export CMAKE_POLICY_VERSION_MINIMUM=3.5 MAKEFLAGS="-j$(nproc)" HOROVOD_WITHOUT_MXNET=1 \
         HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1
+      if uses torch; then export HOROVOD_WITH_PYTORCH=1; else export HOROVOD_WITHOUT_PYTORCH=1; fi
+      if uses tensorflow; then export HOROVOD_WITH_TENSORFLOW=1; else export HOROVOD_WITHOUT_TENSORFLOW=1; fi
+      [ -n "${HOROVOD_GPU_OPERATIONS:-}" ] && configure_gpu_build "$src"
       "$PY" -m pip wheel -q --no-build-isolation --no-deps . -w "$wheel_dir"
     )
     rm -rf "$work"
   fi
-  if ! "$PY" -c "import horovod.torch, horovod.tensorflow" 2>/dev/null; then
+  if ! "$PY" -c "import $(modules horovod)" 2>/dev/null; then
     log "installing the cached Horovod wheel"
     "$PY" -m pip install -q --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
   fi
+}
+
+# Horovod's GPU build (HOROVOD_GPU_OPERATIONS=NCCL) with CUDA 13: the toolkit's nvcc, NCCL from
+# NVIDIA's wheel (a folder of its own, since the wheel's library has no unversioned name), Hopper
+# by default, and its CUDA kernels in C++17 (its CMake asks for C++11, which CUDA 13 dropped).
+configure_gpu_build() {
+  local src=$1
+  export HOROVOD_CUDA_HOME=${HOROVOD_CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")}
+  export HOROVOD_BUILD_CUDA_CC_LIST=${HOROVOD_BUILD_CUDA_CC_LIST:-90}
+  if [ -z "${HOROVOD_NCCL_HOME:-}" ]; then
+    local wheel_nccl
+    wheel_nccl=$("$PY" -c "import nvidia.nccl; print(list(nvidia.nccl.__path__)[0])")
+    export HOROVOD_NCCL_HOME=$CACHE/nccl
+    mkdir -p "$HOROVOD_NCCL_HOME/lib"
+    ln -sfn "$wheel_nccl/include" "$HOROVOD_NCCL_HOME/include"
+    ln -sf "$wheel_nccl/lib/libnccl.so.2" "$HOROVOD_NCCL_HOME/lib/libnccl.so.2"
+    ln -sf "$wheel_nccl/lib/libnccl.so.2" "$HOROVOD_NCCL_HOME/lib/libnccl.so"
+  fi
+  sed -i 's/set(CMAKE_CUDA_STANDARD 11)/set(CMAKE_CUDA_STANDARD 17)/' "$src/horovod/common/ops/cuda/CMakeLists.txt"
+  log "GPU build: nvcc of $HOROVOD_CUDA_HOME, NCCL of $HOROVOD_NCCL_HOME, compute capability $HOROVOD_BUILD_CUDA_CC_LIST"
 }
 
 install_distq() {
@@ -139,7 +176,7 @@ install_distq() {
   local stamp=$VENV/.horovod_distq.sources
   local sources
   sources=$(cd "$ROOT" && cat setup.py pyproject.toml $(find csrc -type f | sort) | sha256sum | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" = "$sources" ] && "$PY" -c "import horovod_distq.torch, horovod_distq.tensorflow" 2>/dev/null; then
+  if [ "$(cat "$stamp" 2>/dev/null)" = "$sources" ] && "$PY" -c "import $(modules horovod_distq)" 2>/dev/null; then
     return
   fi
   # --no-build-isolation: build against the torch in this environment, never download another.

@@ -89,3 +89,14 @@ def test_the_torch_extension_builds_with_cuda_kernels(cuda_python: Path, tmp_pat
         "print('ok')\n"
     )
     assert run(str(cuda_python), "-c", check, str(tmp_path / "unpacked" / library), cwd=tmp_path).strip() == "ok"
+
+
+def test_horovod_builds_with_nccl(cuda_python: Path) -> None:
+    """setup.sh's GPU variant: Horovod built with NCCL (from NVIDIA's wheel beside torch) and the
+    toolkit's nvcc, for torch, in the CUDA environment; its launcher lists NCCL among its ops."""
+    env = {**os.environ, "DISTQ_VENV": str(VENV), "DISTQ_TORCH_VERSION": CUDA_TORCH_VERSION,
+           "DISTQ_FRAMEWORKS": "torch", "HOROVOD_GPU_OPERATIONS": "NCCL"}
+    run("bash", str(ROOT / "scripts" / "setup.sh"), "venv", "python", "horovod", env=env)
+    build = run(str(VENV / "bin" / "horovodrun"), "--check-build")
+    lines = {line.strip() for line in build.splitlines()}
+    assert {"[X] PyTorch", "[X] NCCL", "[X] Gloo", "[X] MPI"} <= lines, build

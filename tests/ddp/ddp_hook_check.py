@@ -291,3 +291,34 @@ def test_the_state_pickles_without_process_group_or_module() -> None:
         run_steps(make_model(), restored, torch.optim.SGD(model.parameters(), lr=0.1), range(1))
     restored.attach(model)
     run_steps(model, restored, torch.optim.SGD(model.parameters(), lr=0.1), range(2, 3))
+
+
+def test_the_device_path_reads_each_buckets_counts_at_once() -> None:
+    """The GPU's path, run on the CPU: the counts of a bucket's compressed gradients stay where the
+    kernel left them until the bucket's round reads them in one copy, and training ends bit for bit
+    where the path that reads each count at once ends."""
+    from horovod_distq.torch import ops
+
+    def trained() -> list[torch.Tensor]:
+        model = make_model()
+        ddp = DistributedDataParallel(model)  # DDP's default buckets: the whole model in one
+        ddp.register_comm_hook(DistQState(model, ratio=RATIO, warmup=None), distq_hook)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for step in range(4):
+            optimizer.zero_grad()
+            loss_of(ddp, *batch(step)).backward()
+            optimizer.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    expected = trained()
+    reads: list[int] = []
+    read_counts = ops.read_counts
+    ops.DEFERRED_COUNT_DEVICES.add("cpu")
+    ops.read_counts = lambda counts: reads.append(len(counts)) or read_counts(counts)
+    try:
+        actual = trained()
+    finally:
+        ops.read_counts = read_counts
+        ops.DEFERRED_COUNT_DEVICES.discard("cpu")
+    assert reads == [2] * 4, reads  # both compressed weights' counts in one read a step
+    assert all(torch.equal(a, e) for a, e in zip(actual, expected))

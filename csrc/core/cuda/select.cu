@@ -57,6 +57,10 @@ struct StillKept {
   const double* center_threshold;
 
   DISTQ_HOST_DEVICE bool operator()(int64_t j) const { return j < *count && keeps(load(values + j), center_threshold); }
+  // |x - center| - threshold in double, as Selection::tail computes it.
+  DISTQ_HOST_DEVICE double excess(int64_t j) const {
+    return fabs(static_cast<double>(load(values + j)) - center_threshold[0]) - center_threshold[1];
+  }
 };
 
 template <typename T, MomentSet kSet>
@@ -67,12 +71,8 @@ struct EntryExcessMoments {
     ExcessMoments result;
     if (!kept(j)) return result;
     result.kept = 1;
-    result.moments = moments_of_value<kSet>(excess(j), 0.0);
+    result.moments = moments_of_value<kSet>(kept.excess(j), 0.0);
     return result;
-  }
-  // |x - center| - threshold in double, as Selection::tail computes it.
-  DISTQ_HOST_DEVICE double excess(int64_t j) const {
-    return fabs(static_cast<double>(load(kept.values + j)) - kept.center_threshold[0]) - kept.center_threshold[1];
   }
 };
 
@@ -88,15 +88,15 @@ void excess_moments_as(const Device& device, const Entries& entries, const doubl
 // The finite excesses of the entries still kept, in order (Selection::tail's excesses).
 template <typename T>
 struct FiniteExcess {
-  EntryExcessMoments<T, MomentSet::kAbsolute> entry;
-  DISTQ_HOST_DEVICE bool operator()(int64_t j) const { return entry.kept(j) && is_finite(entry.excess(j)); }
+  StillKept<T> kept;
+  DISTQ_HOST_DEVICE bool operator()(int64_t j) const { return kept(j) && is_finite(kept.excess(j)); }
 };
 
 template <typename T>
 struct WriteExcess {
-  EntryExcessMoments<T, MomentSet::kAbsolute> entry;
+  StillKept<T> kept;
   double* excesses;
-  DISTQ_HOST_DEVICE void operator()(std::ptrdiff_t j, int64_t i) const { excesses[j] = entry.excess(i); }
+  DISTQ_HOST_DEVICE void operator()(std::ptrdiff_t j, int64_t i) const { excesses[j] = kept.excess(i); }
 };
 
 struct ReadDouble {
@@ -149,13 +149,12 @@ void excess_median(const Device& device, const Entries& entries, DType dtype, co
                    int64_t sample_size, double* median) {
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const EntryExcessMoments<T, MomentSet::kAbsolute> entry{
-        StillKept<T>{static_cast<const T*>(entries.values), entries.count, center_threshold}};
+    const StillKept<T> kept{static_cast<const T*>(entries.values), entries.count, center_threshold};
     Scratch<double> excesses(device, entries.capacity);
     Scratch<int64_t> count(device, 1);
     device.select_into(thrust::counting_iterator<int64_t>(0), entries.capacity,
-                       thrust::make_tabulate_output_iterator(WriteExcess<T>{entry, excesses.data()}), count.data(),
-                       FiniteExcess<T>{entry});
+                       thrust::make_tabulate_output_iterator(WriteExcess<T>{kept, excesses.data()}), count.data(),
+                       FiniteExcess<T>{kept});
     OrderStatisticsOut out;
     out.median = median;
     const int64_t size = entries.capacity < sample_size ? entries.capacity : sample_size;

@@ -15,6 +15,7 @@ environment never changes what another environment's build recorded.
 
 import json
 import os
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -33,12 +34,16 @@ def sources(folder: str, suffix: str = "cpp") -> list[str]:
 
 
 def builds_cuda(torch_module: object, cuda_home: str | None) -> bool:
-    """Whether to compile the torch extension's CUDA kernels: a CUDA build of torch and nvcc beside
-    it (torch finds the toolkit by ``CUDA_HOME``, else by where ``nvcc`` is), unless
-    ``DISTQ_WITHOUT_CUDA=1``."""
+    """Whether to compile the torch extension's CUDA kernels: a CUDA build of torch and the CUDA
+    toolkit (torch finds it by ``CUDA_HOME``, else by where ``nvcc`` is: set ``CUDA_HOME`` where
+    that is a wrapper outside the toolkit), unless ``DISTQ_WITHOUT_CUDA=1``."""
     if os.environ.get("DISTQ_WITHOUT_CUDA") == "1" or not torch_module.version.cuda or not cuda_home:
         return False
-    return (Path(cuda_home) / "bin" / "nvcc").is_file()
+    toolkit = Path(cuda_home)
+    if (toolkit / "bin" / "nvcc").is_file() and (toolkit / "include" / "cuda_runtime.h").is_file():
+        return True
+    print(f"horovod-distq: no CUDA toolkit at {toolkit} (CUDA_HOME): building without CUDA kernels", file=sys.stderr)
+    return False
 
 
 def recording_build_info(base: type) -> type:

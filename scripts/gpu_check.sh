@@ -14,7 +14,10 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-export CUDA_HOME=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")}
+# The toolkit holding nvcc and the runtime's headers (the nvcc on the PATH may be a wrapper elsewhere).
+for candidate in "${CUDA_HOME:-}" /usr/local/cuda "$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"; do
+  if [ -n "$candidate" ] && [ -f "$candidate/include/cuda_runtime.h" ]; then export CUDA_HOME=$candidate; break; fi
+done
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-$(nproc)}
 echo "[gpu_check] building the CUDA extension (nvcc $("$CUDA_HOME/bin/nvcc" --version | tail -n1))"
 # From a copy, so no build folder is left in the checkout.

@@ -36,6 +36,18 @@ CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/horovod-distq
 WHEELS=$CACHE/wheels
 
 log() { printf '[setup] %s\n' "$*"; }
+# The CUDA toolkit's folder: CUDA_HOME, /usr/local/cuda, or the one holding the nvcc on the PATH
+# (which may be a wrapper script elsewhere); nothing where none has nvcc and the runtime's headers.
+cuda_toolkit() {
+  local candidate nvcc
+  nvcc=$(command -v nvcc 2>/dev/null || true)
+  for candidate in "${CUDA_HOME:-}" /usr/local/cuda ${nvcc:+"$(dirname "$(dirname "$(readlink -f "$nvcc")")")"}; do
+    if [ -n "$candidate" ] && [ -x "$candidate/bin/nvcc" ] && [ -f "$candidate/include/cuda_runtime.h" ]; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
 uses() { [[ " $FRAMEWORKS " == *" $1 "* ]]; }
 # The Python modules the chosen frameworks' Horovod (horovod.X) and this package (horovod_distq.X) provide.
 modules() { local m=(); uses torch && m+=("$1.torch"); uses tensorflow && m+=("$1.tensorflow"); local IFS=,; echo "${m[*]}"; }
@@ -156,7 +168,10 @@ build_horovod_wheel() {
 # by default, and its CUDA kernels in C++17 (its CMake asks for C++11, which CUDA 13 dropped).
 configure_gpu_build() {
   local src=$1
-  export HOROVOD_CUDA_HOME=${HOROVOD_CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")}
+  export HOROVOD_CUDA_HOME=${HOROVOD_CUDA_HOME:-$(cuda_toolkit)}
+  [ -n "$HOROVOD_CUDA_HOME" ] || { echo "setup.sh: no CUDA toolkit found (set HOROVOD_CUDA_HOME)" >&2; exit 1; }
+  # Horovod's CMake asks torch's extension builder for the toolkit too, which reads CUDA_HOME.
+  export CUDA_HOME=${CUDA_HOME:-$HOROVOD_CUDA_HOME}
   export HOROVOD_BUILD_CUDA_CC_LIST=${HOROVOD_BUILD_CUDA_CC_LIST:-90}
   if [ -z "${HOROVOD_NCCL_HOME:-}" ]; then
     local wheel_nccl
@@ -181,6 +196,8 @@ install_distq() {
   fi
   # --no-build-isolation: build against the torch in this environment, never download another.
   log "building horovod_distq"
+  # A CUDA build of torch gets the CUDA kernels (setup.py) where the toolkit is found.
+  if [ -z "${CUDA_HOME:-}" ] && [ -n "$(cuda_toolkit)" ]; then export CUDA_HOME=$(cuda_toolkit); fi
   "$PY" -m pip install -q --no-build-isolation --no-deps -e "$ROOT"
   echo "$sources" > "$stamp"
 }

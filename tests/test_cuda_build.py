@@ -49,10 +49,13 @@ def cuda_python() -> Path:
 
 
 def cuda_home() -> Path:
+    """The CUDA toolkit, as scripts/setup.sh finds it (the nvcc on the PATH may be a wrapper elsewhere)."""
     nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.fail("nvcc not found: the CUDA build needs the CUDA toolkit's compiler")
-    return Path(os.path.realpath(nvcc)).parents[1]
+    candidates = [os.environ.get("CUDA_HOME"), "/usr/local/cuda", nvcc and Path(os.path.realpath(nvcc)).parents[1]]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "bin" / "nvcc").is_file() and (Path(candidate) / "include" / "cuda_runtime.h").is_file():
+            return Path(candidate)
+    pytest.fail(f"no CUDA toolkit (nvcc and cuda_runtime.h) in {candidates}: the CUDA build needs one")
 
 
 def test_the_torch_extension_builds_with_cuda_kernels(cuda_python: Path, tmp_path: Path) -> None:

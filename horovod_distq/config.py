@@ -135,8 +135,8 @@ class DistQConfig:
     def refuse_two_phase(self, frontend: str) -> None:
         """Raises ValueError under ``exchange="two_phase"``: ``frontend`` has no two-phase exchange yet."""
         if self.exchange == "two_phase":
-            raise ValueError(f"exchange='two_phase' runs under torch's hvd.DistributedOptimizer only so far, not "
-                             f"{frontend}: use exchange='auto' there")
+            raise ValueError(f"exchange='two_phase' runs under torch (hvd.DistributedOptimizer and the DDP hook) "
+                             f"only so far, not {frontend}: use exchange='auto' there")
 
     @property
     def two_phase_possible(self) -> bool:

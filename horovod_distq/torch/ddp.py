@@ -3,7 +3,8 @@
 PyTorch ships fp16 and PowerSGD hooks for DDP; this one sparsifies. Per gradient bucket, each
 gradient of at least ``min_numel`` entries goes through error feedback, the fit and selection,
 the closed loop and the value encoding exactly as under Horovod (``horovod_distq.compressor``);
-the bucket's pairs travel in one round (:mod:`horovod_distq.torch.ddp_exchange`) and its smaller
+the bucket's pairs travel in one round (:mod:`horovod_distq.torch.ddp_exchange`; with
+``exchange="two_phase"`` in two phases, each entry's owner summing and selecting again) and its smaller
 gradients in one allreduce; every rank sums all pairs and divides by the world size, as DDP's
 default hook averages.
 
@@ -24,7 +25,7 @@ from horovod_distq.config import DistQConfig, document_settings
 from horovod_distq.families import DEFAULT_SAMPLE_SIZE
 from horovod_distq.local_adam import LocalAdam
 from horovod_distq.torch.compressor import TorchCompressor
-from horovod_distq.torch.ddp_exchange import ProcessGroupExchange
+from horovod_distq.torch.ddp_exchange import ProcessGroupExchange, TwoPhaseGroupExchange
 from horovod_distq.warmup import Warmup
 
 
@@ -123,8 +124,13 @@ class DistQState(TorchCompressor):
             sample_size=sample_size, value_encoding=value_encoding, stages=stages, closed_loop=closed_loop,
             exchange=exchange, warmup=warmup, momentum=momentum, adam=adam, family_params=family_params,
         )
-        config.refuse_two_phase("the DDP hook")
-        super().__init__(config, names=ModuleParameterNames(module), exchange=ProcessGroupExchange(process_group))
+        if config.exchange == "two_phase":
+            exchange = TwoPhaseGroupExchange(process_group, lambda tensor, ratio: self.select(tensor, ratio))
+        else:
+            exchange = ProcessGroupExchange(process_group)
+        super().__init__(config, names=ModuleParameterNames(module), exchange=exchange)
+        if isinstance(exchange, TwoPhaseGroupExchange) and config.error_feedback:
+            exchange.keep_unselected_in(self.memory)
 
     @property
     def process_group(self) -> dist.ProcessGroup | None:

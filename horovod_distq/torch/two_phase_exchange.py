@@ -27,7 +27,7 @@ import horovod.torch as hvd
 import torch
 
 from horovod_distq import wire
-from horovod_distq.compressor import EncodedPairs, accumulation_dtype
+from horovod_distq.compressor import EncodedPairs, QueuedTensor, accumulation_dtype
 from horovod_distq.encodings import sums_encoding
 from horovod_distq.selection import SparseSelection
 from horovod_distq.torch.encoding import encode, torch_dtype
@@ -78,21 +78,11 @@ class TwoPhaseExchange(AllgatherExchange):
         names, queued = self._take_queued()
         ranks = self.process_set.size()
         shares_layout = wire.RoundLayout(tuple(q.layout for q in queued))
-        shares_out, splits = _split_by_owner(shares_layout, [q.pairs for q in queued], ranks)
+        shares_out, splits = split_by_owner(shares_layout, [q.pairs for q in queued], ranks)
         received_header, received_payload = self._alltoall(shares_out, splits, shares_layout.header_bytes)
-        sums_layout = wire.RoundLayout(tuple(_sums_layout(q.layout) for q in queued))
-        try:
-            shares = parse_round(shares_layout, ranks, received_header, received_payload)
-            _check_owner(shares_layout, shares, self.process_set.rank(), ranks)
-            chosen = [self._select_again(indices, values, ranks, layout) for (indices, values), layout in
-                      zip(shares, sums_layout.tensors)]
-            failure = None
-        except Exception as error:  # whatever failed here, the other ranks must not wait for this rank
-            chosen = [_no_pairs(layout) for layout in sums_layout.tensors]
-            failure = error
-        packed = PackedRound(names, sums_layout, *pack_round(sums_layout, chosen))
-        if failure is not None:
-            packed.header.view(torch.int64)[1] = -1  # names no round: every rank's checks fail
+        sums_layout, chosen, failure = select_owned(shares_layout, self.process_set.rank(), ranks, received_header,
+                                                    received_payload, self._select)
+        packed = pack_selections(names, sums_layout, chosen, failure)
         handle = hvd.grouped_allgather_async(
             [packed.header, packed.payload], name="distq.round", process_set=self.process_set
         )
@@ -107,39 +97,96 @@ class TwoPhaseExchange(AllgatherExchange):
         self.last_round = RoundStats(len(names), first_sent + self.last_round.bytes_sent,
                                      first_received + self.last_round.bytes_received)
         if self._memory is not None:
-            for name, q in zip(names, queued):
-                self._keep_unselected(name, q.pairs, self._results[name][0])
+            keep_unselected(self._memory, names, queued, self._results)
 
     def _alltoall(
         self, shares: torch.Tensor, splits: Sequence[int], header_bytes: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The first phase's one alltoall: each owner's header and payload out, every rank's header
-        and payload for this owner back, as the headers and the payloads concatenated in rank order
-        (what :func:`parse_round` reads; a share shorter than a header leaves the headers short,
-        which its checks report)."""
+        and payload for this owner back (:func:`join_shares`)."""
         received, sizes = hvd.alltoall(shares, splits=torch.tensor(splits, dtype=torch.int32), name="distq.shares",
                                        process_set=self.process_set)
-        pieces = torch.split(received, sizes.tolist())
-        return torch.cat([p[:header_bytes] for p in pieces]), torch.cat([p[header_bytes:] for p in pieces])
+        return join_shares(received, sizes.tolist(), header_bytes)
 
-    def _select_again(
-        self, indices: torch.Tensor, values: torch.Tensor, ranks: int, layout: wire.TensorLayout
-    ) -> EncodedPairs:
-        """This owner's pairs of one tensor: every rank's values summed per entry, selected again
-        at the share of the target the ranks sent it (the pairs received over the ranks)."""
-        dtype = torch_dtype(accumulation_dtype(layout.gradient_dtype))
-        entries, position = torch.unique(indices, return_inverse=True)
-        sums = torch.zeros(entries.numel(), dtype=dtype, device=values.device).index_add_(0, position, values.to(dtype))
-        target = indices.numel() / ranks
-        if entries.numel() > target:
-            chosen = self._select(sums, target / entries.numel()).indices.long()
-            entries, sums = entries[chosen], sums[chosen]
-        return encode(layout.encoding, entries.to(torch_dtype(layout.index_dtype)), sums, dtype)
 
-    def _keep_unselected(self, name: str, pairs: EncodedPairs, selected: torch.Tensor) -> None:
-        unselected = ~torch.isin(pairs.indices.long(), selected)
+def split_by_owner(
+    round_layout: wire.RoundLayout, pairs: Sequence[EncodedPairs], ranks: int
+) -> tuple[torch.Tensor, list[int]]:
+    """This rank's first phase: each owner's header and payload, owner after owner, and their sizes."""
+    owners = [owner_of(p.indices, ranks) for p in pairs]
+    shares = [torch.cat(pack_round(round_layout, [_subset(p, owned == owner) for p, owned in zip(pairs, owners)]))
+              for owner in range(ranks)]
+    return torch.cat(shares), [share.numel() for share in shares]
+
+
+def join_shares(received: torch.Tensor, sizes: Sequence[int], header_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What an owner received in the first phase (every rank's share, rank after rank, of ``sizes``
+    bytes each) as the headers and the payloads concatenated in rank order, which :func:`parse_round`
+    reads (a share shorter than a header leaves the headers short, which its checks report)."""
+    pieces = torch.split(received, list(sizes))
+    return torch.cat([p[:header_bytes] for p in pieces]), torch.cat([p[header_bytes:] for p in pieces])
+
+
+def select_owned(
+    shares_layout: wire.RoundLayout,
+    rank: int,
+    ranks: int,
+    received_header: torch.Tensor,
+    received_payload: torch.Tensor,
+    select: Callable[[torch.Tensor, float], SparseSelection],
+) -> tuple[wire.RoundLayout, list[EncodedPairs], Exception | None]:
+    """An owner's second phase: every rank's pairs of its entries, summed per entry and selected
+    again at the share of the target the ranks sent it (the pairs received over the ranks).
+
+    Returns:
+        The second phase's layout, this owner's selection of each tensor, and the error that
+        stopped it (then no pairs): the owner must still join the second phase's collective.
+    """
+    sums_layout = wire.RoundLayout(tuple(_sums_layout(layout) for layout in shares_layout.tensors))
+    try:
+        shares = parse_round(shares_layout, ranks, received_header, received_payload)
+        _check_owner(shares_layout, shares, rank, ranks)
+        chosen = [_select_again(select, indices, values, ranks, layout)
+                  for (indices, values), layout in zip(shares, sums_layout.tensors)]
+        return sums_layout, chosen, None
+    except Exception as error:  # whatever failed here, the other ranks must not wait for this rank
+        return sums_layout, [_no_pairs(layout) for layout in sums_layout.tensors], error
+
+
+def pack_selections(
+    names: list[str], sums_layout: wire.RoundLayout, chosen: Sequence[EncodedPairs], failure: Exception | None
+) -> PackedRound:
+    """The second phase's round; after a failure, with a header that names no round, so that
+    every rank's checks fail on it."""
+    packed = PackedRound(names, sums_layout, *pack_round(sums_layout, chosen))
+    if failure is not None:
+        packed.header.view(torch.int64)[1] = -1
+    return packed
+
+
+def keep_unselected(
+    memory: ErrorFeedback, names: Sequence[str], queued: Sequence[QueuedTensor],
+    results: dict[str, tuple[torch.Tensor, torch.Tensor]],
+) -> None:
+    """Adds this rank's pairs that no owner selected back to their residuals."""
+    for name, q in zip(names, queued):
+        unselected = ~torch.isin(q.pairs.indices.long(), results[name][0])
         if bool(unselected.any()):
-            self._memory.add_back(name, pairs.indices[unselected], pairs.decoded[unselected])
+            memory.add_back(name, q.pairs.indices[unselected], q.pairs.decoded[unselected])
+
+
+def _select_again(
+    select: Callable[[torch.Tensor, float], SparseSelection], indices: torch.Tensor, values: torch.Tensor,
+    ranks: int, layout: wire.TensorLayout,
+) -> EncodedPairs:
+    dtype = torch_dtype(accumulation_dtype(layout.gradient_dtype))
+    entries, position = torch.unique(indices, return_inverse=True)
+    sums = torch.zeros(entries.numel(), dtype=dtype, device=values.device).index_add_(0, position, values.to(dtype))
+    target = indices.numel() / ranks
+    if entries.numel() > target:
+        chosen = select(sums, target / entries.numel()).indices.long()
+        entries, sums = entries[chosen], sums[chosen]
+    return encode(layout.encoding, entries.to(torch_dtype(layout.index_dtype)), sums, dtype)
 
 
 def owner_of(indices: torch.Tensor, ranks: int) -> torch.Tensor:
@@ -167,16 +214,6 @@ def _no_pairs(layout: wire.TensorLayout) -> EncodedPairs:
     dtype = torch_dtype(accumulation_dtype(layout.gradient_dtype))
     return encode(layout.encoding, torch.empty(0, dtype=torch_dtype(layout.index_dtype)), torch.empty(0, dtype=dtype),
                   dtype)
-
-
-def _split_by_owner(
-    round_layout: wire.RoundLayout, pairs: Sequence[EncodedPairs], ranks: int
-) -> tuple[torch.Tensor, list[int]]:
-    """This rank's first phase: each owner's header and payload, owner after owner, and their sizes."""
-    owners = [owner_of(p.indices, ranks) for p in pairs]
-    shares = [torch.cat(pack_round(round_layout, [_subset(p, owned == owner) for p, owned in zip(pairs, owners)]))
-              for owner in range(ranks)]
-    return torch.cat(shares), [share.numel() for share in shares]
 
 
 def _subset(pairs: EncodedPairs, mask: torch.Tensor) -> EncodedPairs:

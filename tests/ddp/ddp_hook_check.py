@@ -322,3 +322,61 @@ def test_the_device_path_reads_each_buckets_counts_at_once() -> None:
         ops.DEFERRED_COUNT_DEVICES.discard("cpu")
     assert reads == [2] * 4, reads  # both compressed weights' counts in one read a step
     assert all(torch.equal(a, e) for a, e in zip(actual, expected))
+
+
+@pytest.mark.parametrize("encoding", ["float32", "bfloat16"])
+def test_two_phase_exchange_loses_nothing(encoding: str) -> None:
+    """exchange="two_phase" through the hook, several buckets a step, against dense sums of every
+    rank's gradients and residuals: each step applies about the target count of entries (the
+    owners select again), outside them every rank keeps all it accumulated, and nothing is lost:
+    sum over ranks of (accumulated - residual) == ranks x the averaged gradient DDP hands back."""
+    model = make_model()
+    state = DistQState(model, ratio=RATIO, warmup=None, value_encoding=encoding, exchange="two_phase")
+    ddp = wrap(model, state)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(6):
+        x, y = batch(step)
+        raw = raw_gradients(model, x, y)
+        before = {name: state.memory.residual(name) for name in raw}
+        before = {name: torch.zeros_like(raw[name]) if r is None else r.clone() for name, r in before.items()}
+        optimizer.zero_grad()
+        loss_of(ddp, x, y).backward()
+        for name, param in model.named_parameters():
+            if not state.compresses(param):
+                check_close(param.grad, average(all_ranks(raw[name])), f"{name} step {step}: dense average")
+                continue
+            accumulated = raw[name] + before[name]
+            residual = state.memory.residual(name)
+            delivered = torch.stack(all_ranks(accumulated - residual)).sum(0)
+            check_close(delivered, dist.get_world_size() * param.grad, f"{name} step {step}: sent != applied",
+                        atol=1e-6)
+            applied = param.grad != 0
+            check_close(torch.where(applied, 0.0, residual), torch.where(applied, 0.0, accumulated),
+                        f"{name} step {step}: an entry not applied left a residual")
+            target = RATIO * param.numel()
+            assert 0.5 * target <= int(applied.sum()) <= 1.5 * target, (name, step, int(applied.sum()), target)
+        assert state.exchange.last_round.bytes_received > 0
+        optimizer.step()
+    assert_identical_on_every_rank([p.detach().clone() for p in model.parameters()], all_ranks)
+
+
+def test_a_misrouted_share_fails_on_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """exchange="two_phase": rank 1 hands all its pairs to rank 0, half of them entries rank 0 does
+    not own. Rank 0's check fails; it still joins the second phase (with a header naming no round),
+    so rank 1 fails there too instead of waiting."""
+    from horovod_distq import wire
+    from horovod_distq.torch import ddp_exchange
+    from horovod_distq.torch.exchange import pack_round
+
+    def all_to_rank_0(round_layout, pairs, ranks):
+        nothing = [type(p)(p.indices[:0], p.values[:0], p.scales, p.decoded[:0]) for p in pairs]
+        shares = [torch.cat(pack_round(round_layout, pairs if owner == 0 else nothing)) for owner in range(ranks)]
+        return torch.cat(shares), [share.numel() for share in shares]
+
+    if dist.get_rank() == 1:
+        monkeypatch.setattr(ddp_exchange, "split_by_owner", all_to_rank_0)
+    model = make_model()
+    ddp = wrap(model, DistQState(model, ratio=RATIO, warmup=None, exchange="two_phase"))
+    expected = "it does not own" if dist.get_rank() == 0 else "rank 0 compressed other tensors"
+    with pytest.raises(wire.DistQExchangeError, match=expected):
+        loss_of(ddp, *batch(0)).backward()

@@ -55,14 +55,14 @@ def test_a_misrouted_share_fails_on_every_rank(monkeypatch: pytest.MonkeyPatch) 
     not own. Rank 0's check fails; it still joins the second phase (with a header naming no round),
     so rank 1 fails there too instead of waiting."""
     if hvd.rank() == 1:
-        monkeypatch.setattr(two_phase_exchange, "_split_by_owner", _all_to_rank_0)
+        monkeypatch.setattr(two_phase_exchange, "split_by_owner", _all_to_rank_0)
     expected = "it does not own" if hvd.rank() == 0 else "rank 0 compressed other tensors"
     with pytest.raises(wire.DistQExchangeError, match=expected):
         step_with(DistQ(ratio=0.05, min_numel=10, exchange="two_phase"))
 
 
 def _all_to_rank_0(round_layout, pairs, ranks):
-    """A first phase that hands rank 0 every pair (what _split_by_owner returns)."""
+    """A first phase that hands rank 0 every pair (what split_by_owner returns)."""
     nothing = [EncodedPairs(p.indices[:0], p.values[:0], p.scales, p.decoded[:0]) for p in pairs]
     shares = [torch.cat(pack_round(round_layout, pairs if owner == 0 else nothing)) for owner in range(ranks)]
     return torch.cat(shares), [share.numel() for share in shares]

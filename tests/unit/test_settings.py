@@ -17,6 +17,7 @@ from horovod_distq.config import DistQConfig, setting_names, settings_documentat
 from horovod_distq.tensorflow import DistQ as TensorFlowDistQ
 from horovod_distq.torch import DistQ as TorchDistQ
 from horovod_distq.torch.ddp import DistQState
+from horovod_distq.torch.ddp_exchange import TwoPhaseGroupExchange
 
 # Each compressor users make, and the arguments it takes besides the settings.
 COMPRESSORS = {
@@ -97,9 +98,8 @@ def test_a_missing_role_fails_at_construction() -> None:
     assert isinstance(made.names, NamesRole)
 
 
-def test_two_phase_exchange_is_refused_where_there_is_none() -> None:
+def test_two_phase_exchange_runs_under_torch_and_is_refused_by_tensorflow() -> None:
     with pytest.raises(ValueError, match=r"two_phase.*not TensorFlow"):
         TensorFlowDistQ(0.01, exchange="two_phase")
-    with pytest.raises(ValueError, match=r"two_phase.*not the DDP hook"):
-        DistQState(torch.nn.Linear(4, 4), 0.01, exchange="two_phase")
+    assert isinstance(DistQState(torch.nn.Linear(4, 4), 0.01, exchange="two_phase").exchange, TwoPhaseGroupExchange)
     assert TorchDistQ(0.01, exchange="two_phase").config.exchange == "two_phase"

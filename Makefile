@@ -6,7 +6,7 @@ LINTED := horovod_distq tests examples benchmarks scripts setup.py
 
 # `make check` is the quick loop for daily work (lint, unit tests, the 2-worker Gloo checks); `make test`
 # runs everything, as CI does.
-.PHONY: setup demo test check lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling bench-convergence bench-time-to-accuracy docker-cpu docker-gpu test-docker test-cuda-build
+.PHONY: setup demo test check lint bench-kernels bench-e2e bench-quality bench-tracing bench-scaling bench-convergence bench-time-to-accuracy docker-cpu docker-gpu test-docker test-docker-gpu test-cuda-build
 
 setup:
 	bash scripts/setup.sh
@@ -63,7 +63,13 @@ docker-gpu:
 # cold build compiles Horovod), so `make test` runs it only when DISTQ_TEST_DOCKER=1 is set.
 test-docker: setup
 	bash scripts/setup.sh docker
-	DISTQ_TEST_DOCKER=1 $(PYTHON) -m pytest -v -rA tests/docker
+	DISTQ_TEST_DOCKER=1 $(PYTHON) -m pytest -v -rA tests/docker/test_image.py
+
+# Builds the GPU image the same way (torch's CUDA wheel, nvcc from NVIDIA's wheels, Horovod with NCCL)
+# and checks its build without a GPU: slower and larger (about 10 GB), DISTQ_TEST_DOCKER_GPU=1.
+test-docker-gpu: setup
+	bash scripts/setup.sh docker
+	DISTQ_TEST_DOCKER_GPU=1 $(PYTHON) -m pytest -v -rA tests/docker/test_gpu_image.py
 
 # Builds the torch extension with its CUDA kernels against a CUDA build of torch (a venv of its own,
 # 5.5 GB, made once) and checks they are registered; nothing runs on a GPU here (scripts/gpu_check.sh).

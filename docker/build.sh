@@ -3,8 +3,8 @@
 # machine has: Docker when a daemon answers, else buildah, else podman (both need no daemon).
 #   docker/build.sh cpu|gpu [builder options...]
 # Environment: IMAGE (default horovod-distq:<flavour>); build arguments BASE_IMAGE, TORCH_VERSION,
-# TENSORFLOW_VERSION, HOROVOD_VERSION, TORCH_INDEX_URL, TENSORFLOW_PACKAGE, CUDA_VERSION are
-# passed on when set. A BASE_IMAGE of localhost/debian:<codename> that does not exist yet is made
+# TENSORFLOW_VERSION (CPU image), HOROVOD_VERSION, TORCH_INDEX_URL, CUDA_ARCHITECTURES (GPU image)
+# are passed on when set. A BASE_IMAGE of localhost/debian:<codename> that does not exist yet is made
 # by docker/local_base.sh (machines without a registry).
 set -euo pipefail
 
@@ -16,7 +16,7 @@ IMAGE=${IMAGE:-horovod-distq:$FLAVOUR}
 
 args=(-f "$ROOT/docker/$FLAVOUR/Dockerfile" -t "$IMAGE")
 for name in BASE_IMAGE TORCH_VERSION TENSORFLOW_VERSION HOROVOD_VERSION TORCH_INDEX_URL \
-            TENSORFLOW_PACKAGE CUDA_VERSION; do
+            CUDA_ARCHITECTURES; do
   # Set, even to the empty string, means passed: TORCH_INDEX_URL= turns the extra index off.
   [ -n "${!name+set}" ] && args+=(--build-arg "$name=${!name}")
 done

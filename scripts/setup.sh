@@ -31,17 +31,23 @@ TENSORFLOW_VERSION=${DISTQ_TENSORFLOW_VERSION:-2.21.0}
 TENSORFLOW_PACKAGE=${DISTQ_TENSORFLOW_PACKAGE:-tensorflow-cpu}
 HOROVOD_VERSION=${DISTQ_HOROVOD_VERSION:-0.28.1}
 CCCL_VERSION=13.0.85  # CUDA 13.0's, the nvcc on these machines
+# Where no toolkit is installed, the GPU variant takes nvcc from NVIDIA's wheels: CUDA 13.0's, the
+# CUDA of torch 2.14's wheel on PyPI.
+NVCC_WHEEL_CUDA=13.0
+NVCC_WHEEL_VERSION=13.0.88
 FRAMEWORKS=${DISTQ_FRAMEWORKS:-torch tensorflow}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/horovod-distq
 WHEELS=$CACHE/wheels
 
 log() { printf '[setup] %s\n' "$*"; }
-# The CUDA toolkit's folder: CUDA_HOME, /usr/local/cuda, or the one holding the nvcc on the PATH
-# (which may be a wrapper script elsewhere); nothing where none has nvcc and the runtime's headers.
+# The CUDA toolkit's folder: CUDA_HOME, /usr/local/cuda, the one holding the nvcc on the PATH
+# (which may be a wrapper script elsewhere), or the venv's of NVIDIA's wheels (install_cuda_wheels);
+# nothing where none has nvcc and the runtime's headers.
 cuda_toolkit() {
   local candidate nvcc
   nvcc=$(command -v nvcc 2>/dev/null || true)
-  for candidate in "${CUDA_HOME:-}" /usr/local/cuda ${nvcc:+"$(dirname "$(dirname "$(readlink -f "$nvcc")")")"}; do
+  for candidate in "${CUDA_HOME:-}" /usr/local/cuda ${nvcc:+"$(dirname "$(dirname "$(readlink -f "$nvcc")")")"} \
+                   "$VENV/cuda"; do
     if [ -n "$candidate" ] && [ -x "$candidate/bin/nvcc" ] && [ -f "$candidate/include/cuda_runtime.h" ]; then
       echo "$candidate"
       return
@@ -105,6 +111,7 @@ install_python_packages() {
     log "installing $TENSORFLOW_PACKAGE $TENSORFLOW_VERSION"
     "$PY" -m pip install -q "$TENSORFLOW_PACKAGE==$TENSORFLOW_VERSION"
   fi
+  if [ -n "${HOROVOD_GPU_OPERATIONS:-}" ] && [ -z "$(cuda_toolkit)" ]; then install_cuda_wheels; fi
   # The device code's OpenMP test build (tests/device) compiles against CCCL's headers (Thrust,
   # CUB): the CUDA toolkit's where one is installed, else NVIDIA's wheel of them, in the venv.
   if [ ! -f "${CUDA_HOME:-/usr/local/cuda}/include/cccl/thrust/version.h" ] \
@@ -119,6 +126,28 @@ install_python_packages() {
     "$PY" -m pip install -q -r "$ROOT/requirements-dev.txt"
     echo "$wanted" > "$stamp"
   fi
+}
+
+# A GPU build on a machine without the CUDA toolkit (the GPU image): nvcc, its headers and NVVM from
+# NVIDIA's wheels, which install into the nvidia/cu13 folder where torch's wheel keeps the CUDA
+# runtime. nvcc links with lib64/ and the unversioned libcudart.so, which the wheels lack: two
+# links add them. $VENV/cuda names the folder as the toolkit (cuda_toolkit).
+install_cuda_wheels() {
+  local cuda
+  cuda=$("$PY" -c "import torch; print(torch.version.cuda or 'none')")
+  if [ "$cuda" != "$NVCC_WHEEL_CUDA" ]; then
+    echo "setup.sh: no CUDA toolkit found (set CUDA_HOME), and NVIDIA's nvcc wheels here are CUDA" \
+         "$NVCC_WHEEL_CUDA's, while torch $TORCH_VERSION is built for CUDA $cuda" >&2
+    exit 1
+  fi
+  log "installing CUDA $cuda's nvcc from NVIDIA's wheels (no CUDA toolkit found)"
+  "$PY" -m pip install -q "nvidia-cuda-nvcc==$NVCC_WHEEL_VERSION" "nvidia-cuda-crt==$NVCC_WHEEL_VERSION" \
+    "nvidia-nvvm==$NVCC_WHEEL_VERSION" "nvidia-cuda-cccl==$CCCL_VERSION"
+  local toolkit
+  toolkit=$(ls -d "$VENV"/lib/python3*/site-packages/nvidia/cu13 | head -n1)
+  ln -sfn lib "$toolkit/lib64"
+  ln -sf libcudart.so.13 "$toolkit/lib/libcudart.so"
+  ln -sfn "$toolkit" "$VENV/cuda"
 }
 
 build_horovod_wheel() {

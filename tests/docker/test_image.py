@@ -21,13 +21,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.docker.images import (
+    BUILDAH_RUN,
+    SUMMARY_ROW,
+    USE_DOCKER,
+    Container,
+    build,
+    clean_copy,
+    image_size,
+    require_a_builder,
+)
+
 IMAGE = "horovod-distq:cpu-test"
-BASE_IMAGE = os.environ.get("DISTQ_TEST_BASE_IMAGE", "localhost/debian:bookworm")
-# One row of the examples' summary table, after horovodrun's "[rank]<stdout>:" prefix: compression,
-# test acc, bytes/step, vs dense ("-" without a dense run).
-SUMMARY_ROW = re.compile(r"^(?:\[[0-9,]+\]<stdout>:)?(none|fp16|distq)\s+([0-9.]+)\s+([0-9]+)\s+(-|[0-9.]+%)",
-                         re.MULTILINE)
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,93 +43,9 @@ pytestmark = [
 ]
 
 
-def docker_daemon() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
-
-
-USE_DOCKER = docker_daemon()
-
-
-def clean_copy(destination: Path) -> None:
-    """What a fresh clone would hold, plus uncommitted work: git's tracked and not-ignored files,
-    so no environment or build output of this checkout reaches the image."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, check=True,
-    ).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():  # a tracked file deleted in the working tree is left out
-            (destination / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination / name)
-
-
-def build(context: Path, log: Path) -> float:
-    """Builds IMAGE from ``context`` with the project's build script; returns the seconds taken."""
-    environment = {**os.environ, "IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE}
-    start = time.monotonic()
-    with log.open("w") as out:
-        result = subprocess.run(["bash", "docker/build.sh", "cpu"], cwd=context, env=environment,
-                                stdout=out, stderr=subprocess.STDOUT, timeout=3 * 3600)
-    seconds = time.monotonic() - start
-    assert result.returncode == 0, f"image build failed (log {log}):\n{log.read_text()[-5000:]}"
-    return seconds
-
-
-def image_size() -> str:
-    if USE_DOCKER:
-        size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE],
-                              capture_output=True, text=True, check=True).stdout
-        return f"{int(size) / 1e9:.2f} GB"
-    return subprocess.run(["buildah", "images", "--format", "{{.Size}}", IMAGE],
-                          capture_output=True, text=True, check=True).stdout.strip()
-
-
-# As docker/build.sh builds. The host's UTS namespace: a buildah container's own host name (its ID)
-# is missing from its /etc/hosts, and Gloo must resolve the worker's host name (Docker maps it).
-BUILDAH_RUN = ["buildah", "run", "--isolation", os.environ.get("BUILDAH_ISOLATION", "chroot"), "--uts", "host"]
-
-
-class Container:
-    """One container of IMAGE in which several commands run, as ``docker exec`` or ``buildah run``
-    would (the image's working directory and environment)."""
-
-    def __init__(self) -> None:
-        if USE_DOCKER:
-            self.name = f"distq-test-{uuid.uuid4().hex[:8]}"
-            subprocess.run(["docker", "run", "-d", "--name", self.name, IMAGE, "sleep", "infinity"],
-                           capture_output=True, check=True)
-        else:
-            self.name = subprocess.run(["buildah", "from", IMAGE], capture_output=True, text=True,
-                                       check=True).stdout.strip()
-
-    def default_command(self) -> list[str]:
-        """The image's CMD, what a bare ``docker run IMAGE`` runs."""
-        if USE_DOCKER:
-            inspect = ["docker", "image", "inspect", "-f", "{{json .Config.Cmd}}", IMAGE]
-            return json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
-        inspect = ["buildah", "inspect", "--type", "image", IMAGE]
-        config = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
-        return config["OCIv1"]["config"]["Cmd"]
-
-    def run(self, *command: str, timeout: float = 900) -> str:
-        prefix = ["docker", "exec", self.name] if USE_DOCKER else [*BUILDAH_RUN, self.name, "--"]
-        result = subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=timeout)
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, f"{' '.join(command)} failed in the container:\n{output[-5000:]}"
-        return output
-
-    def remove(self) -> None:
-        remove = ["docker", "rm", "-f", self.name] if USE_DOCKER else ["buildah", "rm", self.name]
-        subprocess.run(remove, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def context(tmp_path_factory) -> Path:
-    if not USE_DOCKER and shutil.which("buildah") is None:
-        pytest.fail("no Docker daemon and no buildah: on Debian, apt-get install buildah podman debootstrap")
+    require_a_builder()
     destination = tmp_path_factory.mktemp("context")
     clean_copy(destination)
     return destination
@@ -132,14 +53,14 @@ def context(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def image(context: Path, tmp_path_factory) -> str:
-    seconds = build(context, tmp_path_factory.mktemp("logs") / "build.log")
-    print(f"build of {IMAGE}: {seconds:.0f} s, image size {image_size()}")
+    seconds = build(context, tmp_path_factory.mktemp("logs") / "build.log", "cpu", IMAGE)
+    print(f"build of {IMAGE}: {seconds:.0f} s, image size {image_size(IMAGE)}")
     return IMAGE
 
 
 @pytest.fixture(scope="module")
 def container(image: str):
-    running = Container()
+    running = Container(IMAGE)
     yield running
     running.remove()
 
@@ -237,7 +158,7 @@ def test_rebuild_after_a_code_change_reuses_the_horovod_layer(image: str, contex
     init = context / "horovod_distq" / "__init__.py"
     init.write_text(init.read_text() + "\n# changed by tests/docker/test_image.py\n")
     log = tmp_path_factory.mktemp("logs") / "rebuild.log"
-    seconds = build(context, log)
+    seconds = build(context, log, "cpu", IMAGE)
     print(f"rebuild after a code change: {seconds:.0f} s")
     text = log.read_text()
     assert "[setup] building horovod_distq" in text, text[-5000:]
